@@ -36,7 +36,9 @@ def unpack(payload: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"malformed frame: string is not valid UTF-8 ({exc.reason})") from exc
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise InvalidArgument(f"malformed frame: not one msgpack object ({exc})") from exc
+        raise InvalidArgument(
+            f"malformed frame: not one msgpack object ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def now() -> msgpack.Timestamp:

@@ -1,0 +1,99 @@
+"""Container records: the rules of Create, Update and Delete, inside a transaction.
+
+These functions run in the metadata actor's write transaction (each call
+in a child transaction of the batch, so a refused call leaves nothing
+behind). They take already-validated request values: the handler checked
+types, identifiers, labels and mask paths before anything was looked up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lmdb
+import msgpack
+
+from actors.store import Store, ns_key
+from wire.codec import pack, unpack
+from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from wire.fieldmask import apply_container_mask
+
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "create_container",
+    "delete_container",
+    "get_container_raw",
+    "update_container",
+]
+
+DEFAULT_RUNTIME = "linux"
+
+
+def _record(container: dict[str, Any], created_at: Any, updated_at: Any) -> bytes:
+    if container["spec"] is None:
+        raise InvalidArgument(f'container "{container["id"]}": spec must be set')
+    spec = container["spec"]
+    # Field order is part of the stored format: the wire Container, as is.
+    return pack(
+        {
+            "id": container["id"],
+            "labels": container["labels"],
+            "image": container["image"],
+            "runtime": container["runtime"] or DEFAULT_RUNTIME,
+            "spec": {"type_url": spec["type_url"], "value": spec["value"]},
+            "rootfs": container["rootfs"],
+            "created_at": created_at,
+            "updated_at": updated_at,
+        }
+    )
+
+
+def create_container(
+    txn: lmdb.Transaction, store: Store, ns: str, container: dict[str, Any], now: msgpack.Timestamp
+) -> bytes:
+    """Store a new container; returns its packed record."""
+    record = _record(container, now, now)
+    if not txn.put(ns_key(ns, container["id"]), record, db=store.containers, overwrite=False):
+        raise AlreadyExists(f'container "{container["id"]}": already exists')
+    # The first write into a namespace creates it.
+    txn.put(ns.encode(), pack({"created_at": now}), db=store.namespaces, overwrite=False)
+    return record
+
+
+def update_container(
+    txn: lmdb.Transaction,
+    store: Store,
+    ns: str,
+    container: dict[str, Any],
+    paths: list[str],
+    now: msgpack.Timestamp,
+) -> bytes:
+    """Apply an update under a field mask; returns the new packed record."""
+    key = ns_key(ns, container["id"])
+    raw = txn.get(key, db=store.containers)
+    if raw is None:
+        raise NotFound(f'container "{container["id"]}": not found')
+    current = unpack(raw)
+    merged = apply_container_mask(current, container, paths)
+    record = _record(merged, current["created_at"], now)
+    txn.put(key, record, db=store.containers)
+    return record
+
+
+def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id: str) -> None:
+    """Delete a container that has no task."""
+    key = ns_key(ns, container_id)
+    if txn.get(key, db=store.tasks) is not None:
+        raise FailedPrecondition(
+            f'container "{container_id}": has a task; delete the task first'
+        )
+    if not txn.delete(key, db=store.containers):
+        raise NotFound(f'container "{container_id}": not found')
+
+
+def get_container_raw(txn: lmdb.Transaction, store: Store, ns: str, container_id: str) -> bytes:
+    """The packed record of a container, or NotFound."""
+    raw = txn.get(ns_key(ns, container_id), db=store.containers)
+    if raw is None:
+        raise NotFound(f'container "{container_id}": not found')
+    return raw  # type: ignore[no-any-return]

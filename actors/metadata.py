@@ -1,0 +1,160 @@
+"""The metadata actor: the only writer of the LMDB store, with group commit.
+
+Writes arrive as messages carrying their :class:`~wire.reply.Reply`. The
+actor takes a write, and while more are already waiting in its mailbox it
+keeps taking them (up to :data:`MAX_BATCH`); then it applies the batch in
+one durable transaction, each write in a child transaction of its own so
+a refused write (``ALREADY_EXISTS``, ``NOT_FOUND``, ...) leaves nothing,
+commits once, and only then answers each writer. One fsync serves the
+whole batch, so throughput grows with the number of concurrent writers
+while every acknowledgement still means "on disk".
+
+Reads do not come here: they use read transactions of the store directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lmdb
+import pykka
+
+from actors.container_records import create_container, delete_container, update_container
+from actors.store import Store
+from actors.supervision import SupervisedActor
+from wire.codec import now, pack
+from wire.errors import BerthError, Internal, ResourceExhausted, Unavailable
+from wire.reply import Reply
+
+__all__ = [
+    "MAX_BATCH",
+    "CreateContainer",
+    "DeleteContainer",
+    "MetadataActor",
+    "UpdateContainer",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+CONTAINER_BODY = b"\x81" + pack("container")  # {"container": <record>} around a packed record
+EMPTY_BODY = pack({})
+
+
+@dataclass(frozen=True, slots=True)
+class CreateContainer:
+    """Store a new container (validated); reply ``{"container": ...}``."""
+
+    ns: str
+    container: dict[str, Any]
+    reply: Reply
+    done: Callable[[], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateContainer:
+    """Update a container under a checked field mask; reply ``{"container": ...}``."""
+
+    ns: str
+    container: dict[str, Any]
+    paths: list[str]
+    reply: Reply
+    done: Callable[[], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteContainer:
+    """Delete a container that has no task; reply ``{}``."""
+
+    ns: str
+    id: str
+    reply: Reply
+    done: Callable[[], None] | None = field(default=None, compare=False)
+
+
+Write = CreateContainer | UpdateContainer | DeleteContainer
+
+
+class MetadataActor(SupervisedActor):
+    """Owns every write to the store; commits in batches, answers after the commit."""
+
+    name = "metadata"
+
+    def __init__(self, supervisor: pykka.ActorRef[Any] | None, store: Store) -> None:
+        super().__init__(supervisor)
+        self.store = store
+        self._batch: list[Write] = []
+        self.commits = 0  # for tests and stats: how many durable transactions so far
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, CreateContainer | UpdateContainer | DeleteContainer):
+            log.warning("metadata actor: unexpected message %r", message)
+            return None
+        self._batch.append(message)
+        # Group commit: while writers are queued behind this one, take them
+        # too; commit when the mailbox is empty or the batch is full.
+        if len(self._batch) >= MAX_BATCH or self.actor_inbox.empty():
+            self._commit()
+        return None
+
+    def on_stop(self) -> None:
+        # A stop request queues behind the writes already sent: commit them.
+        if self._batch:
+            self._commit()
+
+    def pending_replies(self) -> list[Reply]:
+        return [w.reply for w in self._batch]
+
+    def _commit(self) -> None:
+        batch = self._batch
+        results: list[bytes | BaseException] = []
+        stamp = now()
+        try:
+            with self.store.env.begin(write=True) as txn:
+                for write in batch:
+                    results.append(self._apply(txn, write, stamp))
+        except lmdb.MapFullError as exc:
+            log.error("metadata store full; %d writes refused", len(batch))
+            results = [ResourceExhausted(f"metadata store is full: {exc}")] * len(batch)
+        except lmdb.Error as exc:
+            log.error("metadata commit failed; %d writes refused: %s", len(batch), exc)
+            results = [Unavailable(f"metadata store: commit failed: {exc}")] * len(batch)
+        self._batch = []
+        self.commits += 1
+        for write, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                write.reply.fail(result)
+            else:
+                write.reply.ok_packed(result)
+            if write.done is not None:
+                write.done()
+
+    def _apply(self, txn: lmdb.Transaction, write: Write, stamp: Any) -> bytes | BaseException:
+        child = self.store.env.begin(write=True, parent=txn)
+        try:
+            if isinstance(write, CreateContainer):
+                body = CONTAINER_BODY + create_container(
+                    child, self.store, write.ns, write.container, stamp
+                )
+            elif isinstance(write, UpdateContainer):
+                body = CONTAINER_BODY + update_container(
+                    child, self.store, write.ns, write.container, write.paths, stamp
+                )
+            else:
+                delete_container(child, self.store, write.ns, write.id)
+                body = EMPTY_BODY
+        except BerthError as exc:
+            child.abort()
+            return exc
+        except lmdb.MapFullError:
+            child.abort()
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad write must not sink the batch
+            child.abort()
+            log.exception("metadata write %s in ns %s failed", type(write).__name__, write.ns)
+            return Internal(f"{type(write).__name__}: internal error ({type(exc).__name__})")
+        child.commit()
+        return body

@@ -1,0 +1,127 @@
+"""The LMDB metadata store: key schema, opening, reads.
+
+Layout of ``<root>/meta`` (one LMDB environment, named databases)::
+
+    schema       b"version"            -> b"1"          schema of everything below
+    namespaces   <ns>                  -> msgpack {"created_at": Timestamp}
+    containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
+    tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
+
+Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
+namespace and nothing else, and keys sort by namespace, then id.
+
+A container is stored as the packed map the wire sends (field order fixed,
+Timestamps as the msgpack extension), so Get answers by splicing the
+stored bytes into the reply without decoding them.
+
+Only the metadata actor writes (:mod:`actors.metadata`); any thread may
+read through :meth:`Store.read`, which opens a read-only transaction and
+never waits for writers. The environment is opened with ``sync=True``:
+a commit returns after the data is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from wire.errors import Unavailable
+
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "ns_key", "ns_prefix"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_DEFAULT_MAP_SIZE = 64 * 1024**3  # virtual: the file grows only as data is written
+
+
+class StoreError(Exception):
+    """The store cannot be opened (newer schema, corrupt environment)."""
+
+
+def ns_key(ns: str, object_id: str) -> bytes:
+    """The key of an object in a namespace."""
+    return f"{ns}\x00{object_id}".encode()
+
+
+def ns_prefix(ns: str) -> bytes:
+    """The key prefix that selects every object of a namespace."""
+    return f"{ns}\x00".encode()
+
+
+# Each migration takes the environment from version N-1 to N inside one
+# write transaction. Version 1 is the first schema: nothing to migrate yet.
+_MIGRATIONS: dict[int, Any] = {}
+
+
+class Store:
+    """The open LMDB environment and its named databases."""
+
+    def __init__(self, path: Path, *, map_size: int = _DEFAULT_MAP_SIZE) -> None:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                max_dbs=16,
+                max_readers=512,
+                sync=True,
+                metasync=True,
+                readahead=False,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"metadata store {path}: cannot open: {exc}") from exc
+        self.path = path
+        self.schema = self.env.open_db(b"schema")
+        self.namespaces = self.env.open_db(b"namespaces")
+        self.containers = self.env.open_db(b"containers")
+        self.tasks = self.env.open_db(b"tasks")
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        with self.env.begin(write=True, db=self.schema) as txn:
+            raw = txn.get(b"version")
+            version = int(raw) if raw is not None else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"metadata store {self.path}: schema version {version} was written by a "
+                    f"newer berth (this one knows up to {SCHEMA_VERSION})"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                migrate = _MIGRATIONS.get(target)
+                if migrate is not None:
+                    log.info("migrating metadata store to schema version %d", target)
+                    migrate(self, txn)
+            if version != SCHEMA_VERSION:
+                txn.put(b"version", str(SCHEMA_VERSION).encode())
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read-only transaction: a consistent snapshot, no waiting on writers."""
+        try:
+            txn = self.env.begin(buffers=False)
+        except lmdb.Error as exc:
+            raise Unavailable(f"metadata store: cannot read: {exc}") from exc
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def scan(self, txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) of ``db`` whose key starts with ``prefix``, in key order."""
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(prefix):
+            return
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def close(self) -> None:
+        """Close the environment (after the metadata actor has stopped)."""
+        self.env.close()

@@ -1,0 +1,389 @@
+"""berth's public client: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
+
+Both share one method table. Each RPC is written once, in a group class such
+as :class:`_Containers`, as a description of the call (:class:`_Rpc`: method,
+body, and how to pick the useful part out of the reply) handed to an
+*invoker*. The sync invoker performs the call and returns the value; the
+async one returns a coroutine (or an async generator for streams). The group
+classes are generic in those return types, so ``Client().containers.get``
+is typed ``-> dict`` and ``AsyncClient().containers.get`` ``-> Coroutine[...,
+dict]`` from the one definition.
+
+Errors are the classes of :mod:`wire.errors`, re-exported by :mod:`berth`::
+
+    with berth.Client() as client:
+        try:
+            client.containers.get("web")
+        except berth.NotFound:
+            ...
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
+from dataclasses import dataclass
+from operator import itemgetter
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from wire.transport import AsyncTransport, SyncTransport
+
+__all__ = ["OCI_SPEC_TYPE_URL", "AsyncClient", "Client", "oci_spec_any"]
+
+OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+
+Body = dict[str, Any]
+
+
+class _Default(enum.Enum):
+    """Marks an argument left to the client's own setting."""
+
+    TIMEOUT = "timeout"
+
+    def __repr__(self) -> str:
+        return "<the client's timeout>"
+
+
+_DEFAULT = _Default.TIMEOUT
+Timeout = float | None | _Default
+
+
+def oci_spec_any(spec: dict[str, Any]) -> dict[str, Any]:
+    """Wrap an OCI runtime spec (a dict) as the ``google.protobuf.Any`` the wire carries."""
+    return {"type_url": OCI_SPEC_TYPE_URL, "value": json.dumps(spec).encode()}
+
+
+def _spec_any(spec: dict[str, Any]) -> dict[str, Any]:
+    # An Any has a type_url; anything else is taken to be the OCI spec itself.
+    return spec if "type_url" in spec else oci_spec_any(spec)
+
+
+def _whole(reply: Body) -> Body:
+    return reply
+
+
+def _nothing(reply: Body) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Rpc:
+    """One call as the group classes describe it, for an invoker to perform."""
+
+    method: str
+    body: Body
+    extract: Callable[[Body], Any] = _whole
+    namespace: str | None = None
+    timeout: Timeout = _DEFAULT
+
+
+class _Invoker(Protocol):
+    namespace: str
+    timeout: float | None
+
+    def unary(self, rpc: _Rpc) -> Any: ...
+
+    def stream(self, rpc: _Rpc) -> Any: ...
+
+
+class _InvokerBase:
+    """Client-level defaults, applied to each call that does not override them."""
+
+    def __init__(self, namespace: str, timeout: float | None) -> None:
+        self.namespace = namespace
+        self.timeout = timeout
+
+    def _options(self, rpc: _Rpc) -> tuple[str, float | None]:
+        timeout = self.timeout if rpc.timeout is _DEFAULT else rpc.timeout
+        return rpc.namespace or self.namespace, timeout
+
+
+class _SyncInvoker(_InvokerBase):
+    def __init__(self, transport: SyncTransport, namespace: str, timeout: float | None) -> None:
+        super().__init__(namespace, timeout)
+        self.transport = transport
+
+    def unary(self, rpc: _Rpc) -> Any:
+        ns, timeout = self._options(rpc)
+        return rpc.extract(self.transport.call(rpc.method, rpc.body, namespace=ns, timeout=timeout))
+
+    def stream(self, rpc: _Rpc) -> Generator[Any, None, None]:
+        ns, timeout = self._options(rpc)
+        return self.transport.stream(
+            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
+        )
+
+
+class _AsyncInvoker(_InvokerBase):
+    def __init__(self, transport: AsyncTransport, namespace: str, timeout: float | None) -> None:
+        super().__init__(namespace, timeout)
+        self.transport = transport
+
+    async def unary(self, rpc: _Rpc) -> Any:
+        ns, timeout = self._options(rpc)
+        reply = await self.transport.call(rpc.method, rpc.body, namespace=ns, timeout=timeout)
+        return rpc.extract(reply)
+
+    def stream(self, rpc: _Rpc) -> AsyncGenerator[Any, None]:
+        ns, timeout = self._options(rpc)
+        return self.transport.stream(
+            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
+        )
+
+
+# What a call returns, per client: for Client the value itself, for
+# AsyncClient a coroutine of it (or an async generator for a stream).
+_Map = TypeVar("_Map")  # one message, as a dict
+_MapList = TypeVar("_MapList")  # a list of them
+_Done = TypeVar("_Done")  # nothing
+_MapIter = TypeVar("_MapIter")  # a stream of messages
+
+
+class _Group(Generic[_Map, _MapList, _Done, _MapIter]):
+    """A service's RPCs; each builds an :class:`_Rpc` and hands it to the invoker."""
+
+    def __init__(self, invoker: _Invoker) -> None:
+        self._invoker = invoker
+
+    def _unary(self, rpc: _Rpc) -> Any:
+        return self._invoker.unary(rpc)
+
+    def _stream(self, rpc: _Rpc) -> Any:
+        return self._invoker.stream(rpc)
+
+
+_CONTAINERS = "containerd.v1.Containers/"
+
+
+class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
+    """``containerd.v1.Containers``, plus ``berth.v1.Containers/ListStream``.
+
+    Containers are returned as dicts with the proto's fields (``id``,
+    ``labels``, ``image``, ``runtime``, ``spec``, ``rootfs``, ``created_at``,
+    ``updated_at``). ``spec`` arguments take an Any (``{"type_url", "value"}``)
+    or a plain OCI spec dict, which is wrapped with :func:`oci_spec_any`.
+    """
+
+    def create(
+        self,
+        id: str,
+        *,
+        spec: dict[str, Any],
+        labels: dict[str, str] | None = None,
+        image: str = "",
+        runtime: str = "",
+        rootfs: str = "",
+    ) -> _Map:
+        """``Create``: store a new container; returns it as stored."""
+        container = {
+            "id": id,
+            "labels": dict(labels or {}),
+            "image": image,
+            "runtime": runtime,
+            "spec": _spec_any(spec),
+            "rootfs": rootfs,
+        }
+        rpc = _Rpc(_CONTAINERS + "Create", {"container": container}, itemgetter("container"))
+        return cast(_Map, self._unary(rpc))
+
+    def get(self, id: str) -> _Map:
+        """``Get``: the container ``id``; :class:`~wire.errors.NotFound` if none."""
+        return cast(
+            _Map, self._unary(_Rpc(_CONTAINERS + "Get", {"id": id}, itemgetter("container")))
+        )
+
+    def list(self, filter: str = "") -> _MapList:
+        """``List``: the containers matching ``filter`` (containerd's filter syntax)."""
+        rpc = _Rpc(_CONTAINERS + "List", {"filter": filter}, itemgetter("containers"))
+        return cast(_MapList, self._unary(rpc))
+
+    def update(
+        self,
+        id: str,
+        *,
+        labels: dict[str, str] | None = None,
+        image: str | None = None,
+        runtime: str | None = None,
+        spec: dict[str, Any] | None = None,
+        rootfs: str | None = None,
+        update_mask: Iterable[str] | None = None,
+    ) -> _Map:
+        """``Update``: send the fields given (not None); returns the stored container.
+
+        Without ``update_mask`` the daemon replaces every mutable field, so
+        fields not given are reset; name the ``update_mask`` paths (``labels``,
+        ``labels.<key>``, ``image``, ``runtime``, ``spec``, ``rootfs``) to
+        change only those.
+        """
+        given = {"labels": labels, "image": image, "runtime": runtime, "rootfs": rootfs}
+        container: Body = {"id": id} | {k: v for k, v in given.items() if v is not None}
+        if spec is not None:
+            container["spec"] = _spec_any(spec)
+        body: Body = {"container": container}
+        if update_mask is not None:
+            body["update_mask"] = {"paths": list(update_mask)}
+        return cast(_Map, self._unary(_Rpc(_CONTAINERS + "Update", body, itemgetter("container"))))
+
+    def delete(self, id: str) -> _Done:
+        """``Delete``: remove the container; FailedPrecondition while it has a task."""
+        return cast(_Done, self._unary(_Rpc(_CONTAINERS + "Delete", {"id": id}, _nothing)))
+
+    def list_stream(self, filter: str = "") -> _MapIter:
+        """``berth.v1.Containers/ListStream``: the matching containers, one at a time."""
+        rpc = _Rpc("berth.v1.Containers/ListStream", {"filter": filter}, itemgetter("container"))
+        return cast(_MapIter, self._stream(rpc))
+
+
+class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
+    """The calls common to both clients: generic ones, service groups, top-level RPCs."""
+
+    containers: _Containers[_Map, _MapList, _Done, _MapIter]
+
+    def __init__(self, invoker: _Invoker) -> None:
+        super().__init__(invoker)
+        self.containers = _Containers(invoker)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of calls that do not name one."""
+        return self._invoker.namespace
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds a call may take unless it says otherwise; None: no limit."""
+        return self._invoker.timeout
+
+    def call(
+        self,
+        method: str,
+        body: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        timeout: Timeout = _DEFAULT,
+    ) -> _Map:
+        """Call any unary ``method`` (``"<package>.<Service>/<Method>"``); the reply body."""
+        rpc = _Rpc(method, body or {}, namespace=namespace, timeout=timeout)
+        return cast(_Map, self._unary(rpc))
+
+    def stream(
+        self,
+        method: str,
+        body: dict[str, Any] | None = None,
+        *,
+        namespace: str | None = None,
+        timeout: Timeout = _DEFAULT,
+    ) -> _MapIter:
+        """Call any streaming ``method``; an iterator of the bodies of its items.
+
+        The timeout covers the whole stream: pass ``timeout=None`` for a long one.
+        Closing the iterator before the end cancels the stream on the daemon.
+        """
+        rpc = _Rpc(method, body or {}, namespace=namespace, timeout=timeout)
+        return cast(_MapIter, self._stream(rpc))
+
+    def version(self) -> _Map:
+        """``containerd.v1.Version/Version``: ``{"version", "revision"}`` of the daemon."""
+        return cast(_Map, self._unary(_Rpc("containerd.v1.Version/Version", {})))
+
+
+class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
+    """Blocking berth client on one DEALER connection.
+
+    Not thread-safe: use one Client per thread. ``address`` defaults to
+    ``$BERTH_ADDRESS``, else ``ipc:///run/berth/berth.sock``; ``timeout`` is
+    in seconds (None: wait forever). For a ``tcp://`` daemon pass its CURVE
+    ``server_public_key`` and this client's ``(public, secret)`` key pair.
+    Streams are generators: ``close()`` one (or drop it after ``break``) to
+    cancel it on the daemon.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        namespace: str = "default",
+        timeout: float | None = 30.0,
+        server_public_key: bytes | None = None,
+        client_keypair: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        self._transport = SyncTransport(
+            address, server_public_key=server_public_key, client_keypair=client_keypair
+        )
+        super().__init__(_SyncInvoker(self._transport, namespace, timeout))
+
+    @property
+    def address(self) -> str:
+        """The address this client is connected to."""
+        return self._transport.address
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(
+    _Api[
+        Coroutine[Any, Any, Body],
+        Coroutine[Any, Any, list[Body]],
+        Coroutine[Any, Any, None],
+        AsyncGenerator[Body, None],
+    ]
+):
+    """asyncio berth client; many coroutines may call concurrently on one.
+
+    Same arguments as :class:`Client`. Calls are pipelined on one connection
+    and replies matched by id. It belongs to the event loop of its first
+    call. Streams are async generators: ``aclose()`` one, or iterate it under
+    ``contextlib.aclosing``, to cancel it on the daemon when leaving early.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        namespace: str = "default",
+        timeout: float | None = 30.0,
+        server_public_key: bytes | None = None,
+        client_keypair: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        self._transport = AsyncTransport(
+            address, server_public_key=server_public_key, client_keypair=client_keypair
+        )
+        super().__init__(_AsyncInvoker(self._transport, namespace, timeout))
+
+    @property
+    def address(self) -> str:
+        """The address this client is connected to."""
+        return self._transport.address
+
+    def close(self) -> None:
+        """Close the connection now; pending calls raise Unavailable."""
+        self._transport.close()
+
+    async def aclose(self) -> None:
+        """Close the connection and wait for its reader task to stop."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

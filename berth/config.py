@@ -1,0 +1,130 @@
+"""The daemon's configuration: flags over an optional TOML file over defaults.
+
+Addresses: ``--address`` flags, else the file's ``addresses``, else
+``BERTH_ADDRESS``, else ``ipc://<state>/berth.sock``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ConfigError", "DaemonConfig", "load_config", "parser"]
+
+DEFAULT_ROOT = Path("/var/lib/berth")
+DEFAULT_STATE = Path("/run/berth")
+DEFAULT_RUNTIMES = {"linux": "runc", "io.containerd.runc.v2": "runc"}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything ``berthd`` is told, resolved and checked."""
+
+    root: Path = DEFAULT_ROOT
+    state: Path = DEFAULT_STATE
+    addresses: tuple[str, ...] = ()
+    log_level: str = "info"
+    max_payload: int = 16 * 1024 * 1024
+    max_streams: int = 1024
+    socket_group: str = ""
+    curve_dir: Path | None = None
+    container_idle_seconds: float = 30.0
+    runtimes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
+
+    @property
+    def curve(self) -> Path:
+        """Where the CURVE key pair and client allow-list live."""
+        return self.curve_dir or self.root / "curve"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``berthd`` command line."""
+    p = argparse.ArgumentParser(prog="berthd", description="berth container supervisor daemon")
+    p.add_argument("--root", type=Path, help=f"durable state (default {DEFAULT_ROOT})")
+    p.add_argument("--state", type=Path, help=f"runtime state (default {DEFAULT_STATE})")
+    p.add_argument(
+        "--address",
+        action="append",
+        dest="addresses",
+        help="address to bind (repeatable); default $BERTH_ADDRESS, else ipc://<state>/berth.sock",
+    )
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    return p
+
+
+_TYPES: dict[str, type] = {
+    "root": str,
+    "state": str,
+    "addresses": list,
+    "log_level": str,
+    "max_payload": int,
+    "max_streams": int,
+    "socket_group": str,
+    "curve_dir": str,
+    "container_idle_seconds": float,
+    "runtimes": dict,
+}
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: {exc}") from exc
+    known = {f.name for f in fields(DaemonConfig)}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"config {path}: unknown key {key!r}")
+        expected = _TYPES[key]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            data[key] = value
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f"config {path}: {key} must be a {expected.__name__}")
+    return data
+
+
+def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None) -> DaemonConfig:
+    """Resolve flags, file, environment and defaults into one config."""
+    env = dict(os.environ) if env is None else env
+    args = parser().parse_args(argv)
+    data = _from_file(args.config) if args.config else {}
+    root = Path(args.root or data.get("root") or DEFAULT_ROOT)
+    state = Path(args.state or data.get("state") or DEFAULT_STATE)
+    addresses = (
+        args.addresses
+        or data.get("addresses")
+        or ([env["BERTH_ADDRESS"]] if env.get("BERTH_ADDRESS") else None)
+        or [f"ipc://{state}/berth.sock"]
+    )
+    if not all(isinstance(a, str) for a in addresses):
+        raise ConfigError("addresses must be strings")
+    runtimes = dict(DEFAULT_RUNTIMES)
+    runtimes.update(data.get("runtimes", {}))
+    max_payload = data.get("max_payload", DaemonConfig.max_payload)
+    max_streams = data.get("max_streams", DaemonConfig.max_streams)
+    if max_payload <= 0 or max_streams <= 0:
+        raise ConfigError("max_payload and max_streams must be positive")
+    return DaemonConfig(
+        root=root.absolute(),
+        state=state.absolute(),
+        addresses=tuple(addresses),
+        log_level=args.log_level or data.get("log_level", "info"),
+        max_payload=max_payload,
+        max_streams=max_streams,
+        socket_group=data.get("socket_group", ""),
+        curve_dir=Path(data["curve_dir"]) if data.get("curve_dir") else None,
+        container_idle_seconds=data.get("container_idle_seconds", 30.0),
+        runtimes=runtimes,
+    )

@@ -1,0 +1,174 @@
+"""``berthd``: compose the store, the actors and the front end, and run them.
+
+Start-up: configuration, the root lock (a second daemon on the same root
+exits 1 at once), the metadata store, the supervisor and its children,
+then the sockets. Stop (SIGTERM/SIGINT): refuse new requests, let every
+write already sent commit and be acknowledged, flush replies, close.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pykka
+import zmq
+from setproctitle import setproctitle
+
+from actors.containers import ContainerActors
+from actors.metadata import MetadataActor
+from actors.reader import ReaderActor
+from actors.store import Store, StoreError
+from actors.supervision import Directory, StartChild, Supervisor
+from berth.config import ConfigError, DaemonConfig, load_config
+from berth.services.containers import ContainersService
+from berth.services.version import VersionService
+from wire.frontend import FrontEnd, Route
+from wire.listen import ListenError, Listener, bind
+
+__all__ = ["Daemon", "main"]
+
+log = logging.getLogger(__name__)
+
+
+class StartError(Exception):
+    """The daemon cannot start; the message says why."""
+
+
+def _lock_root(root: Path) -> int:
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = root / "berthd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartError(
+            f"root {root} is in use by another berthd (pid {holder}); "
+            "two daemons on one root would corrupt it"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class Daemon:
+    """A running berthd: everything it started, in the order to stop it."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self._lock_fd = _lock_root(config.root)
+        config.state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.store = Store(config.root / "meta")
+        except StoreError as exc:
+            os.close(self._lock_fd)
+            raise StartError(str(exc)) from exc
+        self.directory = Directory()
+        self.supervisor = Supervisor.start(self.directory)
+        store = self.store
+        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store))
+        self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
+        self.containers = ContainerActors(
+            self.directory, self.supervisor, idle_seconds=config.container_idle_seconds
+        )
+        self._stopped = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
+        self._reaper.start()
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            self.listener: Listener = bind(
+                self.context,
+                list(config.addresses),
+                curve_dir=config.curve,
+                socket_group=config.socket_group or None,
+            )
+        except ListenError as exc:
+            self._stop_actors()
+            raise StartError(str(exc)) from exc
+        self.frontend = FrontEnd(
+            self.listener.sockets,
+            self.routes(),
+            max_payload=config.max_payload,
+            max_streams=config.max_streams,
+        )
+
+    def _start_child(self, name: str, factory: Any) -> None:
+        self.supervisor.ask(StartChild(name, factory))
+
+    def routes(self) -> dict[str, Route]:
+        """The method table: every RPC the daemon serves, by name."""
+        table: dict[str, Route] = {}
+        table.update(ContainersService(self.store, self.directory, self.containers).routes())
+        table.update(VersionService().routes())
+        return table
+
+    def start(self) -> None:
+        """Start serving."""
+        self.frontend.start()
+        log.info("berthd serving on %s (root %s)", ", ".join(self.config.addresses), self.config.root)
+
+    def _reap(self) -> None:
+        interval = max(0.5, self.config.container_idle_seconds / 2)
+        while not self._stopped.wait(interval):
+            self.containers.reap()
+
+    def stop(self) -> None:
+        """Refuse new work, finish what was sent, close everything."""
+        log.info("berthd stopping")
+        self.frontend.refuse_new()
+        self._stopped.set()
+        self._stop_actors()
+        self.frontend.stop()
+        self.listener.close_auth()
+        self.context.term()
+        self.store.close()
+        os.close(self._lock_fd)
+        log.info("berthd stopped")
+
+    def _stop_actors(self) -> None:
+        self.containers.stop_all()
+        # The supervisor stops its children in turn; the metadata actor's
+        # stop queues behind the writes already sent, which commit first.
+        self.supervisor.stop(block=True, timeout=30)
+        pykka.ActorRegistry.stop_all(block=True, timeout=10)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``berthd``."""
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"berthd: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    setproctitle("berthd")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon = Daemon(config)
+    except StartError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+    daemon.start()
+    while not stop.wait(3600):
+        pass
+    daemon.stop()
+    sys.exit(0)

@@ -1,0 +1,1 @@
+"""Service handlers: thin adapters from wire requests to the store and actors."""

@@ -1,0 +1,187 @@
+"""Reply frames, and the handle a handler answers through.
+
+A :class:`Reply` is created by the front end for each request. Whoever ends
+up answering (the front end itself for a quick read, an actor thread after
+a commit, a stream producer) calls :meth:`Reply.ok`, :meth:`Reply.fail`, or
+the stream methods. Replies made outside the front end's thread go through
+an :class:`Outbox` (a deque and an eventfd the socket loop polls), so no
+thread but the front end's ever touches the ROUTER socket.
+
+Frames are packed here, in the answering thread, so the socket loop only
+moves bytes. The envelope around a body is written by hand: a body the
+store already holds packed (a container record) is spliced in as is.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from typing import Any
+
+from wire.codec import pack
+from wire.errors import BerthError, to_wire
+
+__all__ = ["KIND_MORE", "KIND_READY", "KIND_TERMINAL", "Outbox", "Reply"]
+
+log = logging.getLogger(__name__)
+
+KIND_READY = 1
+KIND_MORE = 2
+KIND_TERMINAL = 3
+
+_MAP3 = b"\x83"
+_MAP4 = b"\x84"
+_V1 = pack("v") + pack(1)
+_ID = pack("id")
+_BODY = pack("body")
+_ERROR = pack("error")
+_MORE = pack("more") + pack(True)
+_READY = pack("ready") + pack(True)
+_END = pack("end") + pack(True)
+
+
+Entry = tuple[int, int, int, list[bytes], bytes]
+
+
+class Outbox:
+    """Frames waiting for the socket loop, filled from any thread.
+
+    Each entry is ``(token, kind, socket, route, payload)``: ``socket`` is
+    the index of the ROUTER socket the request came in on. The eventfd wakes the
+    loop's poll; ``deque.append`` and ``popleft`` are atomic, so no lock.
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._queue: collections.deque[Entry] = collections.deque()
+
+    def put(self, token: int, kind: int, sock: int, route: list[bytes], payload: bytes) -> None:
+        """Queue one frame and wake the socket loop."""
+        self._queue.append((token, kind, sock, route, payload))
+        os.eventfd_write(self.fd, 1)
+
+    def drain(self) -> list[Entry]:
+        """Everything queued so far; called by the socket loop only."""
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+        out = []
+        queue = self._queue
+        while queue:
+            out.append(queue.popleft())
+        return out
+
+    def close(self) -> None:
+        """Release the eventfd."""
+        os.close(self.fd)
+
+
+class Reply:
+    """The way back to one request's client.
+
+    ``token`` is 0 for a plain unary call; calls the front end must track
+    (a deadline, a stream) get a non-zero token, and the front end drops
+    any frame whose token it no longer tracks, so a late answer after
+    ``DEADLINE_EXCEEDED`` or a cancel never reaches the client.
+    """
+
+    __slots__ = (
+        "_prefix",
+        "cancelled",
+        "done",
+        "method",
+        "ns",
+        "outbox",
+        "route",
+        "sock",
+        "token",
+    )
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sock: int,
+        route: list[bytes],
+        request_id: Any,
+        token: int = 0,
+        *,
+        method: str = "",
+        ns: str = "",
+    ) -> None:
+        self.outbox = outbox
+        self.sock = sock
+        self.route = route
+        self.token = token
+        self.method = method
+        self.ns = ns
+        self._prefix = _V1 + _ID + pack(request_id)
+        # Set by the front end when the client cancelled or the deadline
+        # passed; a stream producer polls it to stop early.
+        self.cancelled = False
+        self.done = False
+
+    # unary
+
+    def ok(self, body: dict[str, Any]) -> None:
+        """Answer with a reply body."""
+        self.ok_packed(pack(body))
+
+    def ok_packed(self, body: bytes) -> None:
+        """Answer with a body that is already one packed msgpack map."""
+        self._send(KIND_TERMINAL, _MAP3 + self._prefix + _BODY + body)
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer with the error frame for ``exc``; non-berth errors are logged."""
+        if not isinstance(exc, BerthError):
+            log.error(
+                "internal error in %s (ns %s)", self.method or "request", self.ns, exc_info=exc
+            )
+        self._send(KIND_TERMINAL, error_frame(self._prefix, to_wire(exc)))
+
+    # streams
+
+    def ready(self) -> None:
+        """Tell the client the stream is in place."""
+        self._send(KIND_READY, _MAP3 + self._prefix + _READY)
+
+    def more(self, body: dict[str, Any]) -> None:
+        """Send one stream frame."""
+        self.more_packed(pack(body))
+
+    def more_packed(self, body: bytes) -> None:
+        """Send one stream frame whose body is already packed."""
+        self._send(KIND_MORE, _MAP4 + self._prefix + _BODY + body + _MORE)
+
+    def end(self) -> None:
+        """Close the stream normally."""
+        self._send(KIND_TERMINAL, end_frame(self._prefix))
+
+    def _send(self, kind: int, payload: bytes) -> None:
+        if self.done:
+            return
+        if kind == KIND_TERMINAL:
+            self.done = True
+        self.outbox.put(self.token, kind, self.sock, self.route, payload)
+
+    @property
+    def prefix(self) -> bytes:
+        """The packed ``v`` and ``id`` entries, for frames the front end writes itself."""
+        return self._prefix
+
+
+def error_frame(prefix: bytes, error: dict[str, Any]) -> bytes:
+    """A packed error frame."""
+    return _MAP3 + prefix + _ERROR + pack(error)
+
+
+def end_frame(prefix: bytes) -> bytes:
+    """A packed ``end`` frame."""
+    return _MAP3 + prefix + _END
+
+
+def frame_prefix(request_id: Any) -> bytes:
+    """The packed ``v`` and ``id`` entries of a frame answering ``request_id``."""
+    return _V1 + _ID + pack(request_id)
+
