@@ -73,7 +73,7 @@ def update_container(
     raw = txn.get(key, db=store.containers)
     if raw is None:
         raise NotFound(f'container "{container["id"]}": not found')
-    current = unpack(raw)
+    current = unpack(bytes(raw))
     merged = apply_container_mask(current, container, paths)
     record = _record(merged, current["created_at"], now)
     txn.put(key, record, db=store.containers)
@@ -84,9 +84,7 @@ def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id:
     """Delete a container that has no task."""
     key = ns_key(ns, container_id)
     if txn.get(key, db=store.tasks) is not None:
-        raise FailedPrecondition(
-            f'container "{container_id}": has a task; delete the task first'
-        )
+        raise FailedPrecondition(f'container "{container_id}": has a task; delete the task first')
     if not txn.delete(key, db=store.containers):
         raise NotFound(f'container "{container_id}": not found')
 
@@ -96,4 +94,4 @@ def get_container_raw(txn: lmdb.Transaction, store: Store, ns: str, container_id
     raw = txn.get(ns_key(ns, container_id), db=store.containers)
     if raw is None:
         raise NotFound(f'container "{container_id}": not found')
-    return raw  # type: ignore[no-any-return]
+    return bytes(raw)

@@ -152,7 +152,7 @@ class MetadataActor(SupervisedActor):
         except lmdb.MapFullError:
             child.abort()
             raise
-        except Exception as exc:  # noqa: BLE001 - one bad write must not sink the batch
+        except Exception as exc:
             child.abort()
             log.exception("metadata write %s in ns %s failed", type(write).__name__, write.ns)
             return Internal(f"{type(write).__name__}: internal error ({type(exc).__name__})")

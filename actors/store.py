@@ -118,9 +118,10 @@ class Store:
         if not cursor.set_range(prefix):
             return
         for key, value in cursor:
-            if not key.startswith(prefix):
+            # Transactions here are opened with buffers=False: keys are bytes.
+            if not bytes(key).startswith(prefix):
                 return
-            yield key, value
+            yield bytes(key), bytes(value)
 
     def close(self) -> None:
         """Close the environment (after the metadata actor has stopped)."""

@@ -117,12 +117,12 @@ class SupervisedActor(pykka.ThreadingActor):
         unanswered = Unavailable(f"{self.name} failed before handling the request; retry")
         while True:
             try:
-                envelope = self.actor_inbox.get_nowait()
+                envelope = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
             except queue.Empty:
                 break
-            reply = getattr(envelope.message, "reply", None)
-            if isinstance(reply, Reply):
-                reply.fail(unanswered)
+            pending = getattr(envelope.message, "reply", None)
+            if isinstance(pending, Reply):
+                pending.fail(unanswered)
         if self.supervisor is not None:
             self.supervisor.tell(ChildFailed(self.name, reason))
 

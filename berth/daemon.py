@@ -31,7 +31,7 @@ from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
 from berth.services.version import VersionService
 from wire.frontend import FrontEnd, Route
-from wire.listen import ListenError, Listener, bind
+from wire.listen import Listener, ListenError, bind
 
 __all__ = ["Daemon", "main"]
 
@@ -114,7 +114,9 @@ class Daemon:
     def start(self) -> None:
         """Start serving."""
         self.frontend.start()
-        log.info("berthd serving on %s (root %s)", ", ".join(self.config.addresses), self.config.root)
+        log.info(
+            "berthd serving on %s (root %s)", ", ".join(self.config.addresses), self.config.root
+        )
 
     def _reap(self) -> None:
         interval = max(0.5, self.config.container_idle_seconds / 2)
@@ -172,3 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     daemon.stop()
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -30,9 +30,7 @@ def pack(obj: Any) -> bytes:
 def unpack(payload: bytes) -> Any:
     """Decode one msgpack object; anything malformed is :class:`InvalidArgument`."""
     try:
-        return msgpack.unpackb(
-            payload, raw=False, timestamp=0, strict_map_key=False, use_list=True
-        )
+        return msgpack.unpackb(payload, raw=False, timestamp=0, strict_map_key=False, use_list=True)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"malformed frame: string is not valid UTF-8 ({exc.reason})") from exc
     except Exception as exc:  # msgpack raises several unrelated types for bad input

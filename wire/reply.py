@@ -15,6 +15,7 @@ store already holds packed (a container record) is spliced in as is.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 from typing import Any
@@ -63,10 +64,8 @@ class Outbox:
 
     def drain(self) -> list[Entry]:
         """Everything queued so far; called by the socket loop only."""
-        try:
+        with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self.fd)
-        except BlockingIOError:
-            pass
         out = []
         queue = self._queue
         while queue:
@@ -184,4 +183,3 @@ def end_frame(prefix: bytes) -> bytes:
 def frame_prefix(request_id: Any) -> bytes:
     """The packed ``v`` and ``id`` entries of a frame answering ``request_id``."""
     return _V1 + _ID + pack(request_id)
-

@@ -50,9 +50,7 @@ class Type:
 
 
 def _wrong(path: str, expected: str, value: Any) -> InvalidArgument:
-    return InvalidArgument(
-        f'field "{path}": expected {expected}, got {_type_name(value)}'
-    )
+    return InvalidArgument(f'field "{path}": expected {expected}, got {_type_name(value)}')
 
 
 def _type_name(value: Any) -> str:

@@ -33,7 +33,7 @@ __all__ = ["ContainersService"]
 
 
 def _checked_container(body: dict[str, Any]) -> dict[str, Any]:
-    container = body["container"]
+    container: dict[str, Any] | None = body["container"]
     if container is None:
         raise InvalidArgument("container: must be set")
     check_identifier("container", container["id"])
