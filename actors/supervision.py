@@ -92,6 +92,9 @@ class SupervisedActor(pykka.ThreadingActor):
 
     #: the name the directory and the thread know it by
     name: str = "actor"
+    # Stopping is explicit (daemon shutdown); a stray actor thread must
+    # never keep the process alive after main() returns.
+    use_daemon_thread = True
 
     def __init__(self, supervisor: pykka.ActorRef[Any] | None) -> None:
         super().__init__()
@@ -132,6 +135,8 @@ Factory = Callable[[pykka.ActorRef[Any]], pykka.ActorRef[Any]]
 
 class Supervisor(pykka.ThreadingActor):
     """The root actor: starts named children and restarts any that crash."""
+
+    use_daemon_thread = True
 
     def __init__(self, directory: Directory) -> None:
         super().__init__()

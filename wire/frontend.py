@@ -169,6 +169,8 @@ class FrontEnd:
         self.outbox.put(0, 0, -1, [], b"")
         if self._thread is not None:
             self._thread.join(timeout)
+        # Closed here, not by the loop: stop() itself still writes to it.
+        self.outbox.close()
 
     @property
     def open_streams(self) -> int:
@@ -199,7 +201,6 @@ class FrontEnd:
         finally:
             for sock in self.sockets:
                 sock.close(linger=1000)
-            self.outbox.close()
 
     def _poll_timeout(self) -> int | None:
         if not self._deadlines:

@@ -59,6 +59,8 @@ class Outbox:
 
     def put(self, token: int, kind: int, sock: int, route: list[bytes], payload: bytes) -> None:
         """Queue one frame and wake the socket loop."""
+        if self.fd < 0:
+            return  # closed: the daemon is gone, and so is the client's socket
         self._queue.append((token, kind, sock, route, payload))
         os.eventfd_write(self.fd, 1)
 
@@ -73,8 +75,10 @@ class Outbox:
         return out
 
     def close(self) -> None:
-        """Release the eventfd."""
-        os.close(self.fd)
+        """Release the eventfd; later frames are discarded."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Reply:

@@ -1,0 +1,157 @@
+"""``berth-bench``: load scenarios against berthd, one subcommand each.
+
+Every scenario gets the same common options (target, clients, load,
+report) as a :class:`~bench.load.RunOptions`, plus its own, and returns the
+process's exit code. To add a scenario (tasks, exec, events, images,
+mixed), write a module with ``add_arguments(parser)`` and
+``run(options, args) -> int`` and add one :class:`Scenario` row to
+:data:`SCENARIOS`::
+
+    berth-bench containers                      # spawn a berthd, 1 and 16 clients
+    berth-bench containers --address ipc:///run/berth/berth.sock --clients 1,4,16
+    berth-bench containers --ops 20000 --scale 0 --json /tmp/r.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import containers
+from bench.load import Load, RunOptions
+
+__all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A subcommand: its name, one-line help, its own options, and how to run it."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[RunOptions, argparse.Namespace], int]
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "containers",
+        "Containers service: create, get, update, list, delete; scale and memory checks",
+        containers.add_arguments,
+        containers.run,
+    ),
+)
+
+
+def client_counts(text: str) -> tuple[int, ...]:
+    """Parse ``--clients``: a comma-separated list of positive ints, e.g. ``1,16``."""
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of client counts: {text!r}") from None
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"client counts must be >= 1: {text!r}")
+    return counts
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
+    target = parser.add_argument_group("target")
+    target.add_argument(
+        "--address",
+        help="address of a running berthd (default: spawn one on a fresh temporary root)",
+    )
+    target.add_argument(
+        "--workdir", help="where a spawned berthd's temporary directory goes (default /tmp)"
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--clients",
+        type=client_counts,
+        default=(1, 16),
+        help="concurrent closed-loop clients, one process each; a list runs each count "
+        "(default 1,16)",
+    )
+    load.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="measured time per phase (default 3)",
+    )
+    load.add_argument(
+        "--ops",
+        type=_positive_int,
+        metavar="N",
+        help="measured calls per phase, split among the clients, instead of --duration",
+    )
+    load.add_argument(
+        "--warmup",
+        type=_positive_float,
+        default=0.5,
+        metavar="SECONDS",
+        help="unmeasured time at the start of each phase (default 0.5)",
+    )
+    load.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="per-call timeout of the load clients, sent as timeout_ms; 0: none (default 30)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path(f"bench-report-{name}.json"),
+        metavar="PATH",
+        help=f"the JSON report (default bench-report-{name}.json)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``berth-bench`` command line: one subcommand per scenario."""
+    parser = argparse.ArgumentParser(
+        prog="berth-bench",
+        description="Benchmarks of berthd. Each scenario prints a table and writes a JSON report.",
+    )
+    sub = parser.add_subparsers(dest="scenario", required=True, metavar="SCENARIO")
+    for scenario in SCENARIOS:
+        one = sub.add_parser(scenario.name, help=scenario.help, description=scenario.help)
+        _add_common(one, scenario.name)
+        scenario.add_arguments(one)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``berth-bench``."""
+    args = build_parser().parse_args(argv)
+    scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+    options = RunOptions(
+        address=args.address,
+        clients=args.clients,
+        load=Load(duration=args.duration, warmup=args.warmup, ops=args.ops),
+        json_path=args.json,
+        timeout=args.timeout or None,
+        workdir=args.workdir,
+    )
+    sys.exit(scenario.run(options, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Worker-side operations of the Containers scenario, and its bulk jobs.
+
+Each ``*_op`` function is an :data:`~bench.load.OpFactory`: run in a worker
+process, it returns the call that worker repeats during a phase. A worker
+keeps, per namespace, the ids it created and deleted (acknowledged) and the
+ids whose outcome it cannot know (a call that timed out or whose reply was
+lost may or may not have taken effect), so that the parent can check that
+every acknowledged create is listable afterwards (:func:`ledger`).
+
+The bulk jobs (:func:`bulk_create`, :func:`bulk_delete`) fill or empty a
+namespace fast: each worker pipelines ``window`` calls at once on one
+:class:`berth.AsyncClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import berth
+from bench.load import Op, OutOfWork, error_code
+from bench.workers import WorkerContext
+
+__all__ = [
+    "AMBIGUOUS_CODES",
+    "BENCH_SPEC",
+    "Bulk",
+    "BulkResult",
+    "Ledger",
+    "ListMismatch",
+    "create_op",
+    "delete_op",
+    "get_op",
+    "get_range_op",
+    "ledger",
+    "list_op",
+    "update_op",
+]
+
+# A small OCI runtime spec, wrapped once as the Any the wire carries.
+BENCH_SPEC = berth.oci_spec_any(
+    {
+        "ociVersion": "1.1.0",
+        "process": {"args": ["/bin/sh"], "cwd": "/", "env": ["PATH=/usr/bin:/bin"]},
+        "root": {"path": "rootfs"},
+        "hostname": "bench",
+    }
+)
+BENCH_LABELS = {"bench": "1"}
+
+# A bulk job gives up after this long (seconds): base + per call.
+BULK_JOB_BASE_S = 60.0
+BULK_JOB_PER_CALL_S = 0.01
+
+# Failures after which a write may or may not have been applied (protocol.md §2.5).
+AMBIGUOUS_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
+
+
+class ListMismatch(Exception):
+    """A List answered with another number of containers than the namespace holds."""
+
+    code = "LIST_MISMATCH"
+
+
+@dataclass
+class Ledger:
+    """The ids one worker wrote in one namespace, by outcome."""
+
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)
+    next_delete: int = 0  # index in ``created`` of the next id to delete
+
+
+def _ledger(ctx: WorkerContext, ns: str) -> Ledger:
+    key = f"ledger:{ns}"
+    book = ctx.state.get(key)
+    if book is None:
+        book = ctx.state[key] = Ledger()
+    assert isinstance(book, Ledger)
+    return book
+
+
+def ledger(ctx: WorkerContext, ns: str) -> Ledger:
+    """Job: this worker's ledger of namespace ``ns``."""
+    return _ledger(ctx, ns)
+
+
+def _note_uncertain(book: Ledger, cid: str, exc: Exception) -> None:
+    if error_code(exc) in AMBIGUOUS_CODES:
+        book.uncertain.append(cid)
+
+
+def create_op(ctx: WorkerContext, ns: str) -> Op:
+    """Create containers with ids unique to this worker, label ``bench=1``."""
+    client = ctx.client(ns)
+    book = _ledger(ctx, ns)
+    seq = itertools.count(len(book.created) + len(book.uncertain))
+    prefix = f"w{ctx.index}-"
+
+    def op() -> None:
+        cid = f"{prefix}{next(seq)}"
+        try:
+            client.containers.create(cid, spec=BENCH_SPEC, labels=BENCH_LABELS)
+        except Exception as exc:
+            _note_uncertain(book, cid, exc)
+            raise
+        book.created.append(cid)
+
+    return op
+
+
+def get_op(ctx: WorkerContext, ns: str) -> Op:
+    """Get a random one of the containers this worker created."""
+    client = ctx.client(ns)
+    ids = _ledger(ctx, ns).created
+    choice = random.Random(ctx.index).choice
+
+    def op() -> None:
+        if not ids:
+            raise OutOfWork
+        client.containers.get(choice(ids))
+
+    return op
+
+
+def update_op(ctx: WorkerContext, ns: str) -> Op:
+    """Set label ``k`` of a random one of this worker's containers (mask ``labels.k``)."""
+    client = ctx.client(ns)
+    ids = _ledger(ctx, ns).created
+    choice = random.Random(1000 + ctx.index).choice
+    seq = itertools.count()
+
+    def op() -> None:
+        if not ids:
+            raise OutOfWork
+        client.containers.update(
+            choice(ids), labels={"k": str(next(seq))}, update_mask=["labels.k"]
+        )
+
+    return op
+
+
+def list_op(ctx: WorkerContext, params: tuple[str, int]) -> Op:
+    """List the whole namespace, which must hold exactly ``expected`` containers."""
+    ns, expected = params
+    client = ctx.client(ns)
+
+    def op() -> None:
+        got = len(client.containers.list())
+        if got != expected:
+            raise ListMismatch(f"namespace {ns}: listed {got} containers, expected {expected}")
+
+    return op
+
+
+def delete_op(ctx: WorkerContext, ns: str) -> Op:
+    """Delete this worker's containers, oldest first; out of work when none is left."""
+    client = ctx.client(ns)
+    book = _ledger(ctx, ns)
+
+    def op() -> None:
+        if book.next_delete >= len(book.created):
+            raise OutOfWork
+        cid = book.created[book.next_delete]
+        book.next_delete += 1
+        try:
+            client.containers.delete(cid)
+        except Exception as exc:
+            _note_uncertain(book, cid, exc)
+            raise
+        book.deleted.append(cid)
+
+    return op
+
+
+def get_range_op(ctx: WorkerContext, params: tuple[str, str, int]) -> Op:
+    """Get a random one of the ids ``<prefix><0..count-1>`` (a bulk-filled namespace)."""
+    ns, prefix, count = params
+    client = ctx.client(ns)
+    randrange = random.Random(2000 + ctx.index).randrange
+
+    def op() -> None:
+        client.containers.get(f"{prefix}{randrange(count)}")
+
+    return op
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """A bulk job's share: these ids of namespace ``ns``, ``window`` calls in flight."""
+
+    ns: str
+    ids: tuple[str, ...]
+    window: int
+
+
+@dataclass
+class BulkResult:
+    """How a bulk job went: acknowledged calls, failures by code."""
+
+    acked: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def _pipelined(ctx: WorkerContext, share: Bulk, create: bool) -> BulkResult:
+    # No per-call deadline: berthd keeps a deadline's bookkeeping until it passes,
+    # which would blur the memory measured around a bulk creation. The whole
+    # job has a limit instead.
+    client = berth.AsyncClient(ctx.address, namespace=share.ns, timeout=None)
+    ids = iter(share.ids)
+    errors: Counter[str] = Counter()
+    acked = 0
+
+    async def lane() -> None:
+        nonlocal acked
+        for cid in ids:  # lanes share the iterator: each id is taken once
+            try:
+                if create:
+                    await client.containers.create(cid, spec=BENCH_SPEC, labels=BENCH_LABELS)
+                else:
+                    await client.containers.delete(cid)
+            except Exception as exc:
+                errors[error_code(exc)] += 1
+            else:
+                acked += 1
+
+    limit = BULK_JOB_BASE_S + len(share.ids) * BULK_JOB_PER_CALL_S
+    try:
+        lanes = asyncio.gather(*(lane() for _ in range(max(share.window, 1))))
+        await asyncio.wait_for(lanes, limit)
+    except TimeoutError:
+        errors["BULK_TIMEOUT"] += 1
+    finally:
+        await client.aclose()
+    return BulkResult(acked, dict(errors))
+
+
+def bulk_create(ctx: WorkerContext, share: Bulk) -> BulkResult:
+    """Job: create this share's containers, pipelined."""
+    return asyncio.run(_pipelined(ctx, share, create=True))
+
+
+def bulk_delete(ctx: WorkerContext, share: Bulk) -> BulkResult:
+    """Job: delete this share's containers, pipelined."""
+    return asyncio.run(_pipelined(ctx, share, create=False))

@@ -1,0 +1,337 @@
+"""``berth-bench containers``: the benchmark of the Containers service.
+
+For each client count (``--clients``, default 1 and 16), in namespace
+``bench-c<N>``, with one worker process per client:
+
+1. ``create``: unique ids, label ``bench=1``, a small OCI spec;
+2. ``get``: random ids among those the worker created;
+3. ``update``: label ``k`` of random ids, mask ``labels.k``;
+4. ``list-1000``: List of namespace ``bench-list``, filled beforehand with
+   exactly 1,000 containers (a listing of any other size is an error);
+5. ``delete``: the ids the worker created, oldest first.
+
+Correctness while loading: after create, update and delete, the
+namespace is listed and compared with the workers' acknowledged creates
+minus acknowledged deletes; an acknowledged container missing, or one
+listed that no write can explain, is a breach. So is ``NOT_FOUND`` for an
+acknowledged id (get, update, delete) and a List of ``bench-list`` that
+does not hold 1,000. Any breach makes the run exit 1.
+
+Scale (``--scale N``, 0 to skip), before the load phases: Get latency at
+1 client with 1,000 containers stored in ``bench-scale``, then again after
+bulk-creating up to N; with a spawned daemon, its RssAnon before and after
+that bulk creation gives the memory per stored container. The namespace
+is emptied again before the load phases.
+
+With a spawned daemon, each phase also reports the CPU the daemon used
+(in cores) and how busy the whole machine was: on a small machine the
+client processes compete with the daemon for CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import berth
+from bench import container_ops as ops
+from bench.load import OpFactory, RunOptions, run_phase
+from bench.report import Outcome, format_report, report_json, write_json
+from bench.stats import PhaseStats, merge_errors
+from bench.target import CpuMeter, Target, TargetError, open_target
+from bench.targets import LIST_PHASE, MemoryResult, ScaleResult, evaluate_targets
+from bench.workers import Job, WorkerFailed, WorkerPool
+
+__all__ = ["add_arguments", "run"]
+
+NS_LIST = "bench-list"
+NS_SCALE = "bench-scale"
+LIST_SIZE = 1_000
+SCALE_BASE = 1_000  # containers stored for the first Get measurement of the scale check
+# Bulk fills: few processes with deep pipelines load berthd harder than many
+# shallow ones, since every client process also takes CPU from the daemon
+# (on 2 cores: 16 processes x 4 in flight ~5,400 creates/s, 2 x 64 ~11,000/s).
+BULK_WORKERS = 2  # worker processes that bulk-create (at most the pool's size)
+BULK_IN_FLIGHT = 128  # calls in flight across them, pipelined on AsyncClients
+_LIST_METHOD = "containerd.v1.Containers/List"
+_SETTLE_S = 0.5  # pause before reading the daemon's memory
+
+
+class BenchAborted(RuntimeError):
+    """The run cannot go on (a bulk fill failed, the daemon died)."""
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this scenario only (bench.cli adds the common ones)."""
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help=f"containers stored for the Get scale check (> {SCALE_BASE:,}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--bulk-workers",
+        type=_at_least_one,
+        default=BULK_WORKERS,
+        metavar="N",
+        help=f"processes that fill namespaces in bulk (default {BULK_WORKERS})",
+    )
+    parser.add_argument(
+        "--bulk-in-flight",
+        type=_at_least_one,
+        default=BULK_IN_FLIGHT,
+        metavar="N",
+        help=f"calls in flight across them when filling in bulk (default {BULK_IN_FLIGHT})",
+    )
+
+
+def load_namespace(clients: int) -> str:
+    """The namespace the load phases use at ``clients`` clients."""
+    return f"bench-c{clients}"
+
+
+class _Bench:
+    """One run against one daemon: phases, checks and their results."""
+
+    def __init__(
+        self, pool: WorkerPool, target: Target, options: RunOptions, args: argparse.Namespace
+    ) -> None:
+        self.pool = pool
+        self.target = target
+        self.options = options
+        self.bulk_workers: int = args.bulk_workers
+        self.bulk_in_flight: int = args.bulk_in_flight
+        self.outcome = Outcome()
+        # Listing 100,000 containers takes a while: a generous timeout.
+        self.client = berth.Client(target.address, timeout=max(options.timeout or 0, 120.0))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def listed_ids(self, ns: str) -> set[str]:
+        """The ids List returns for namespace ``ns``."""
+        reply = self.client.call(_LIST_METHOD, {"filter": ""}, namespace=ns)
+        return {c["id"] for c in reply["containers"]}
+
+    def bulk(self, job: Job, ns: str, prefix: str, start: int, stop: int) -> None:
+        """Create (or delete) ``<prefix><start..stop-1>`` in ``ns``, pipelined on the pool."""
+        self.bulk_ids(job, ns, [f"{prefix}{i}" for i in range(start, stop)])
+
+    def bulk_ids(self, job: Job, ns: str, ids: Sequence[str]) -> None:
+        workers = max(1, min(self.pool.size, self.bulk_workers, len(ids)))
+        window = max(1, self.bulk_in_flight // workers)
+        shares = [ops.Bulk(ns, tuple(ids[w::workers]), window) for w in range(workers)]
+        began = time.monotonic()
+        results: list[ops.BulkResult] = self.pool.run(job, shares)
+        seconds = time.monotonic() - began
+        acked = sum(r.acked for r in results)
+        errors = merge_errors(r.errors for r in results)
+        self.outcome.bulks.append(
+            {
+                "job": getattr(job, "__name__", str(job)),
+                "ns": ns,
+                "count": len(ids),
+                "acked": acked,
+                "seconds": round(seconds, 3),
+                "per_s": round(acked / seconds, 1) if seconds else 0.0,
+                "workers": workers,
+                "in_flight": workers * window,
+                "errors": errors,
+            }
+        )
+        if errors:
+            raise BenchAborted(f"bulk {job.__name__} in {ns} failed: {errors}")
+
+    def prepare(self) -> None:
+        """Empty the namespaces used (a reused daemon); fill ``bench-list``."""
+        for ns in [NS_LIST, NS_SCALE, *map(load_namespace, self.options.clients)]:
+            if leftovers := sorted(self.listed_ids(ns)):
+                self.bulk_ids(ops.bulk_delete, ns, leftovers)
+        self.bulk(ops.bulk_create, NS_LIST, "l-", 0, LIST_SIZE)
+        if (count := len(self.listed_ids(NS_LIST))) != LIST_SIZE:
+            raise BenchAborted(f"{NS_LIST} holds {count} containers after filling {LIST_SIZE}")
+
+    def phase(
+        self, name: str, clients: int, make_op: OpFactory, params: Sequence[Any]
+    ) -> PhaseStats:
+        meter = CpuMeter(self.target.pid)
+        stats = run_phase(self.pool, name, clients, make_op, params, self.options.load, meter)
+        stats = replace(stats, daemon_cores=meter.daemon_cores, host_busy=meter.host_busy)
+        self.target.check_alive()
+        for code in ("NOT_FOUND", ops.ListMismatch.code):
+            if stats.errors.get(code):
+                self.outcome.breaches.append(
+                    f"{name} at {clients} clients: {stats.errors[code]} x {code} "
+                    "on containers that exist"
+                )
+        return stats
+
+    def load_phases(self, clients: int) -> None:
+        """The five phases at ``clients`` clients, with correctness checks."""
+        ns = load_namespace(clients)
+        params = [ns] * clients
+        self.outcome.phases.append(self.phase("create", clients, ops.create_op, params))
+        self.check(ns, clients, "after create")
+        self.outcome.phases.append(self.phase("get", clients, ops.get_op, params))
+        self.outcome.phases.append(self.phase("update", clients, ops.update_op, params))
+        self.check(ns, clients, "after update")
+        list_params = [(NS_LIST, LIST_SIZE)] * clients
+        self.outcome.phases.append(self.phase(LIST_PHASE, clients, ops.list_op, list_params))
+        self.outcome.phases.append(self.phase("delete", clients, ops.delete_op, params))
+        self.check(ns, clients, "after delete")
+
+    def check(self, ns: str, clients: int, when: str) -> None:
+        """Compare List of ``ns`` with what the workers had acknowledged."""
+        books: list[ops.Ledger] = self.pool.run(ops.ledger, [ns] * clients)
+        created = {cid for b in books for cid in b.created}
+        deleted = {cid for b in books for cid in b.deleted}
+        uncertain = {cid for b in books for cid in b.uncertain}
+        expected = created - deleted
+        listed = self.listed_ids(ns)
+        missing = sorted(expected - uncertain - listed)
+        unexpected = sorted(listed - expected - uncertain)
+        self.outcome.checks.append(
+            {
+                "ns": ns,
+                "clients": clients,
+                "when": when,
+                "acked_creates": len(created),
+                "acked_deletes": len(deleted),
+                "uncertain": len(uncertain),
+                "expected": len(expected),
+                "listed": len(listed),
+                "missing": len(missing),
+                "unexpected": len(unexpected),
+                "missing_sample": missing[:10],
+                "unexpected_sample": unexpected[:10],
+            }
+        )
+        if missing:
+            self.outcome.breaches.append(
+                f"{ns} {when}: {len(missing)} acknowledged containers not listed, "
+                f"e.g. {missing[:3]}"
+            )
+        if unexpected:
+            self.outcome.breaches.append(
+                f"{ns} {when}: {len(unexpected)} listed containers never acknowledged "
+                f"(or acknowledged as deleted), e.g. {unexpected[:3]}"
+            )
+
+    def scale_check(self, scale: int) -> None:
+        """Get p50 with 1,000 then ``scale`` stored, and memory per container; then empty it.
+
+        It runs first, so that the memory baseline is not blurred by what the
+        load phases left behind; emptying the namespace afterwards lets the
+        load phases run on a small store, as containerd's figures were taken.
+        """
+        self.bulk(ops.bulk_create, NS_SCALE, "s-", 0, SCALE_BASE)
+        small = self.phase("get", 1, ops.get_range_op, [(NS_SCALE, "s-", SCALE_BASE)])
+        before = self._settled_rss()
+        self.bulk(ops.bulk_create, NS_SCALE, "s-", SCALE_BASE, scale)
+        after = self._settled_rss()
+        large = self.phase("get", 1, ops.get_range_op, [(NS_SCALE, "s-", scale)])
+        self.outcome.scale = ScaleResult(small, SCALE_BASE, large, scale)
+        listed = len(self.listed_ids(NS_SCALE))
+        self.outcome.checks.append(
+            {"ns": NS_SCALE, "when": "after bulk create", "expected": scale, "listed": listed}
+        )
+        if listed != scale:
+            self.outcome.breaches.append(
+                f"{NS_SCALE}: {listed} listed after {scale} acknowledged creates"
+            )
+        self.bulk(ops.bulk_delete, NS_SCALE, "s-", 0, scale)
+        emptied = self._settled_rss()
+        if before is not None and after is not None:
+            self.outcome.memory = MemoryResult(before, after, scale - SCALE_BASE, emptied)
+
+    def _settled_rss(self) -> int | None:
+        time.sleep(_SETTLE_S)
+        return self.target.rss_anon_kib()
+
+    def cleanup(self) -> None:
+        """Remove what this run stored (only on a daemon it did not spawn)."""
+        for ns in [NS_LIST, NS_SCALE, *map(load_namespace, self.options.clients)]:
+            if leftovers := sorted(self.listed_ids(ns)):
+                self.bulk_ids(ops.bulk_delete, ns, leftovers)
+
+
+def _config(options: RunOptions, args: argparse.Namespace, spawned: bool) -> dict[str, Any]:
+    return {
+        "address": options.address,
+        "spawned": spawned,
+        "clients": list(options.clients),
+        "duration_s": None if options.load.ops is not None else options.load.duration,
+        "ops": options.load.ops,
+        "warmup_s": options.load.warmup,
+        "timeout_s": options.timeout,
+        "scale": args.scale,
+        "list_size": LIST_SIZE,
+        "scale_base": SCALE_BASE,
+        "bulk_workers": args.bulk_workers,
+        "bulk_in_flight": args.bulk_in_flight,
+    }
+
+
+def run(options: RunOptions, args: argparse.Namespace) -> int:
+    """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
+    scale: int = args.scale
+    if scale != 0 and scale <= SCALE_BASE:
+        raise SystemExit(f"berth-bench: --scale must be 0 or more than {SCALE_BASE:,}")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    aborted: str | None = None
+    bench: _Bench | None = None
+    with open_target(options.address, workdir=options.workdir) as target:
+        try:
+            with WorkerPool(max(options.clients), target.address, timeout=options.timeout) as pool:
+                bench = _Bench(pool, target, options, args)
+                try:
+                    bench.prepare()
+                    if scale:
+                        bench.scale_check(scale)
+                    for clients in options.clients:
+                        bench.load_phases(clients)
+                    if not target.spawned:
+                        bench.cleanup()
+                finally:
+                    bench.close()
+        except (BenchAborted, TargetError, WorkerFailed, berth.BerthError) as exc:
+            aborted = f"{type(exc).__name__}: {exc}"
+        target.stop()
+        daemon = {
+            "spawned": target.spawned,
+            "pid": target.pid,
+            "exit_code": target.exit_code,
+            "killed_after_sigterm": target.killed,
+            "log_tail": target.log_tail(),
+        }
+    outcome = bench.outcome if bench else Outcome()
+    targets = evaluate_targets(outcome.phases, outcome.scale, outcome.memory)
+    print(format_report(outcome, targets))
+    if aborted:
+        print(f"ABORTED: {aborted}")
+    if target.spawned and target.exit_code != 0:
+        print(f"note: berthd exited {target.exit_code} on SIGTERM; log tail in the JSON report")
+    report = report_json(
+        outcome,
+        targets,
+        scenario="containers",
+        started=started,
+        config=_config(options, args, target.spawned),
+        daemon=daemon,
+        aborted=aborted,
+    )
+    write_json(options.json_path, report)
+    print(f"report: {options.json_path}")
+    return 1 if outcome.breaches or aborted else 0

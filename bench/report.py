@@ -1,0 +1,195 @@
+"""The Containers benchmark's report: the human table and the JSON document.
+
+:class:`Outcome` is everything a run found; :func:`format_report` prints
+it beside containerd's figures (:mod:`bench.targets`), :func:`report_json`
+turns it, with the run's configuration, into the JSON report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import PhaseStats
+from bench.targets import (
+    CONTAINERD_LIST_P50_MS,
+    CONTAINERD_OPS_PER_S,
+    LIST_PHASE,
+    MemoryResult,
+    ScaleResult,
+    TargetResult,
+)
+
+__all__ = ["Outcome", "format_report", "report_json", "write_json"]
+
+
+_BULK_SHOWN = 10_000  # bulk jobs at least this large are summed up in the table's notes
+
+
+@dataclass
+class Outcome:
+    """What a run measured and checked, filled in as it goes."""
+
+    phases: list[PhaseStats] = field(default_factory=list)
+    scale: ScaleResult | None = None
+    memory: MemoryResult | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    breaches: list[str] = field(default_factory=list)
+    bulks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _reference(stats: PhaseStats) -> tuple[str, str]:
+    """containerd's figure for this row and berth's ratio to it (higher is better)."""
+    if stats.phase == LIST_PHASE:
+        ref_ms = CONTAINERD_LIST_P50_MS.get(stats.clients)
+        if ref_ms is None or not stats.p50_ms:
+            return "", ""
+        return f"p50 {ref_ms:g} ms", f"{ref_ms / stats.p50_ms:.2f}x"
+    ref = CONTAINERD_OPS_PER_S.get((stats.phase, stats.clients))
+    if ref is None:
+        return "", ""
+    return f"{ref:.0f}/s", f"{stats.ops_per_s / ref:.2f}x"
+
+
+_HEADER = (
+    f"{'phase':<13}{'clients':>7}{'ops/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+    f"{'max ms':>9}{'errors':>7}{'berthd':>8}{'host':>6}  {'containerd':>12}{'ratio':>7}"
+)
+
+
+def _cpu(stats: PhaseStats) -> tuple[str, str]:
+    cores = "" if stats.daemon_cores is None else f"{stats.daemon_cores:.2f}"
+    host = "" if stats.host_busy is None else f"{stats.host_busy:.0%}"
+    return cores, host
+
+
+def _row(stats: PhaseStats, label: str | None = None) -> str:
+    ref, ratio = _reference(stats) if label is None else ("", "")
+    cores, host = _cpu(stats)
+    return (
+        f"{label or stats.phase:<13}{stats.clients:>7}{stats.ops_per_s:>8.0f}"
+        f"{stats.p50_ms:>9.3f}{stats.p90_ms:>9.3f}{stats.p99_ms:>9.3f}{stats.max_ms:>9.2f}"
+        f"{stats.error_count:>7}{cores:>8}{host:>6}  {ref:>12}{ratio:>7}"
+    )
+
+
+def format_report(outcome: Outcome, targets: Sequence[TargetResult]) -> str:
+    """The human summary: the table, error codes, scale and memory, targets, correctness."""
+    lines = [_HEADER, "-" * len(_HEADER)]
+    lines += [_row(p) for p in outcome.phases]
+    scale, memory = outcome.scale, outcome.memory
+    extra = [] if scale is None else [scale.small, scale.large]
+    if scale is not None:
+        lines.append(_row(scale.small, f"get@{scale.small_stored:,}"))
+        lines.append(_row(scale.large, f"get@{scale.large_stored:,}"))
+    for p in [*outcome.phases, *extra]:
+        if p.errors:
+            lines.append(f"  errors in {p.phase} at {p.clients} clients: {p.errors}")
+        if p.out_of_work:
+            lines.append(
+                f"  {p.phase} at {p.clients}: {p.out_of_work} worker(s) ran out of ids; "
+                "window cut when the first did"
+            )
+    lines.append(
+        "(ratio: berth/containerd throughput; for list-1000, containerd p50 / berth p50;"
+        " berthd: CPU cores the daemon used, host: the machine's CPU busy, clients included)"
+    )
+    if memory is not None:
+        lines.append(
+            f"daemon RssAnon {memory.before_kib:,} -> {memory.after_kib:,} KiB over "
+            f"{memory.containers:,} containers: {memory.kib_per_container:.3f} KiB/container"
+            + ("" if memory.emptied_kib is None else f"; {memory.emptied_kib:,} KiB once deleted")
+        )
+    for bulk in outcome.bulks:
+        if bulk["count"] >= _BULK_SHOWN:
+            lines.append(
+                f"bulk {bulk['job']} of {bulk['count']:,} in {bulk['ns']}: {bulk['per_s']:,.0f}/s"
+                f" ({bulk['workers']} processes, {bulk['in_flight']} calls in flight)"
+            )
+    lines += ["", "targets (informational):"]
+    lines += [f"  {t.status:<5} {t.name}: {t.measured}  (goal {t.goal})" for t in targets]
+    lines.append("")
+    if outcome.breaches:
+        lines.append(f"CORRECTNESS: {len(outcome.breaches)} breach(es)")
+        lines += [f"  {b}" for b in outcome.breaches]
+    else:
+        lines.append("correctness: every acknowledged create was listable; no breach")
+    return "\n".join(lines)
+
+
+def _reference_json() -> dict[str, Any]:
+    return {
+        "source": "Python gRPC client against containerd 1.6.20 on this 2-core machine",
+        "ops_per_s": {f"{p}@{c}": v for (p, c), v in CONTAINERD_OPS_PER_S.items()},
+        "list_1000_p50_ms": {str(c): v for c, v in CONTAINERD_LIST_P50_MS.items()},
+    }
+
+
+def _scale_json(scale: ScaleResult | None) -> dict[str, Any] | None:
+    if scale is None:
+        return None
+    return {
+        "small_stored": scale.small_stored,
+        "large_stored": scale.large_stored,
+        "get_small": scale.small.to_json(),
+        "get_large": scale.large.to_json(),
+        "p50_ratio": round(scale.ratio, 4),
+    }
+
+
+def _memory_json(memory: MemoryResult | None) -> dict[str, Any] | None:
+    if memory is None:
+        return None
+    return {
+        "rss_anon_before_kib": memory.before_kib,
+        "rss_anon_after_kib": memory.after_kib,
+        "containers": memory.containers,
+        "kib_per_container": round(memory.kib_per_container, 4),
+        "rss_anon_after_delete_kib": memory.emptied_kib,
+    }
+
+
+def report_json(
+    outcome: Outcome,
+    targets: Sequence[TargetResult],
+    *,
+    scenario: str,
+    started: str,
+    config: dict[str, Any],
+    daemon: dict[str, Any],
+    aborted: str | None,
+) -> dict[str, Any]:
+    """Every figure of the run as one JSON document."""
+    return {
+        "scenario": scenario,
+        "started_at": started,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": config,
+        "phases": [p.to_json() for p in outcome.phases],
+        "scale": _scale_json(outcome.scale),
+        "memory": _memory_json(outcome.memory),
+        "bulk": outcome.bulks,
+        "correctness": {
+            "checks": outcome.checks,
+            "breaches": outcome.breaches,
+            "breach_count": len(outcome.breaches),
+        },
+        "targets": [asdict(t) for t in targets],
+        "reference": _reference_json(),
+        "daemon": daemon,
+        "aborted": aborted,
+    }
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write the report, pretty-printed."""
+    path.write_text(json.dumps(report, indent=2) + "\n")
