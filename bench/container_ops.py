@@ -19,6 +19,7 @@ import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import berth
 from bench.load import Op, OutOfWork, error_code
@@ -31,6 +32,7 @@ __all__ = [
     "BulkResult",
     "Ledger",
     "ListMismatch",
+    "compare_ledgers",
     "create_op",
     "delete_op",
     "get_op",
@@ -87,6 +89,41 @@ def _ledger(ctx: WorkerContext, ns: str) -> Ledger:
 def ledger(ctx: WorkerContext, ns: str) -> Ledger:
     """Job: this worker's ledger of namespace ``ns``."""
     return _ledger(ctx, ns)
+
+
+def compare_ledgers(books: list[Ledger], listed: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """Check a listing against the workers' ledgers: the figures, and any breaches.
+
+    Expected: acknowledged creates minus acknowledged deletes. A breach is an
+    expected id not listed, or a listed id no write explains; ids whose
+    outcome is unknown may be either way.
+    """
+    created = {cid for b in books for cid in b.created}
+    deleted = {cid for b in books for cid in b.deleted}
+    uncertain = {cid for b in books for cid in b.uncertain}
+    expected = created - deleted
+    missing = sorted(expected - uncertain - listed)
+    unexpected = sorted(listed - expected - uncertain)
+    breaches = []
+    if missing:
+        breaches.append(f"{len(missing)} acknowledged containers not listed, e.g. {missing[:3]}")
+    if unexpected:
+        breaches.append(
+            f"{len(unexpected)} listed containers never acknowledged "
+            f"(or acknowledged as deleted), e.g. {unexpected[:3]}"
+        )
+    figures = {
+        "acked_creates": len(created),
+        "acked_deletes": len(deleted),
+        "uncertain": len(uncertain),
+        "expected": len(expected),
+        "listed": len(listed),
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "missing_sample": missing[:10],
+        "unexpected_sample": unexpected[:10],
+    }
+    return figures, breaches
 
 
 def _note_uncertain(book: Ledger, cid: str, exc: Exception) -> None:

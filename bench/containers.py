@@ -42,7 +42,7 @@ from bench import container_ops as ops
 from bench.load import OpFactory, RunOptions, run_phase
 from bench.report import Outcome, format_report, report_json, write_json
 from bench.stats import PhaseStats, merge_errors
-from bench.target import CpuMeter, Target, TargetError, open_target
+from bench.target import CpuMeter, Target, TargetError, host_busy, open_target
 from bench.targets import LIST_PHASE, MemoryResult, ScaleResult, evaluate_targets
 from bench.workers import Job, WorkerFailed, WorkerPool
 
@@ -59,6 +59,7 @@ BULK_WORKERS = 2  # worker processes that bulk-create (at most the pool's size)
 BULK_IN_FLIGHT = 128  # calls in flight across them, pipelined on AsyncClients
 _LIST_METHOD = "containerd.v1.Containers/List"
 _SETTLE_S = 0.5  # pause before reading the daemon's memory
+_BUSY_WARNING = 0.15  # host CPU busy before the run above which the figures are flagged
 
 
 class BenchAborted(RuntimeError):
@@ -195,39 +196,9 @@ class _Bench:
     def check(self, ns: str, clients: int, when: str) -> None:
         """Compare List of ``ns`` with what the workers had acknowledged."""
         books: list[ops.Ledger] = self.pool.run(ops.ledger, [ns] * clients)
-        created = {cid for b in books for cid in b.created}
-        deleted = {cid for b in books for cid in b.deleted}
-        uncertain = {cid for b in books for cid in b.uncertain}
-        expected = created - deleted
-        listed = self.listed_ids(ns)
-        missing = sorted(expected - uncertain - listed)
-        unexpected = sorted(listed - expected - uncertain)
-        self.outcome.checks.append(
-            {
-                "ns": ns,
-                "clients": clients,
-                "when": when,
-                "acked_creates": len(created),
-                "acked_deletes": len(deleted),
-                "uncertain": len(uncertain),
-                "expected": len(expected),
-                "listed": len(listed),
-                "missing": len(missing),
-                "unexpected": len(unexpected),
-                "missing_sample": missing[:10],
-                "unexpected_sample": unexpected[:10],
-            }
-        )
-        if missing:
-            self.outcome.breaches.append(
-                f"{ns} {when}: {len(missing)} acknowledged containers not listed, "
-                f"e.g. {missing[:3]}"
-            )
-        if unexpected:
-            self.outcome.breaches.append(
-                f"{ns} {when}: {len(unexpected)} listed containers never acknowledged "
-                f"(or acknowledged as deleted), e.g. {unexpected[:3]}"
-            )
+        check, breaches = ops.compare_ledgers(books, self.listed_ids(ns))
+        self.outcome.checks.append({"ns": ns, "clients": clients, "when": when} | check)
+        self.outcome.breaches += [f"{ns} {when}: {breach}" for breach in breaches]
 
     def scale_check(self, scale: int) -> None:
         """Get p50 with 1,000 then ``scale`` stored, and memory per container; then empty it.
@@ -290,6 +261,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     if scale != 0 and scale <= SCALE_BASE:
         raise SystemExit(f"berth-bench: --scale must be 0 or more than {SCALE_BASE:,}")
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    idle = host_busy(1.0)
     aborted: str | None = None
     bench: _Bench | None = None
     with open_target(options.address, workdir=options.workdir) as target:
@@ -319,6 +291,8 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     outcome = bench.outcome if bench else Outcome()
     targets = evaluate_targets(outcome.phases, outcome.scale, outcome.memory)
     print(format_report(outcome, targets))
+    if idle is not None and idle > _BUSY_WARNING:
+        print(f"warning: the machine was {idle:.0%} busy before the run; the figures are not clean")
     if aborted:
         print(f"ABORTED: {aborted}")
     if target.spawned and target.exit_code != 0:
@@ -328,7 +302,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         targets,
         scenario="containers",
         started=started,
-        config=_config(options, args, target.spawned),
+        config=_config(options, args, target.spawned) | {"host_busy_before": idle},
         daemon=daemon,
         aborted=aborted,
     )

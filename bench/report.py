@@ -103,7 +103,11 @@ def format_report(outcome: Outcome, targets: Sequence[TargetResult]) -> str:
         lines.append(
             f"daemon RssAnon {memory.before_kib:,} -> {memory.after_kib:,} KiB over "
             f"{memory.containers:,} containers: {memory.kib_per_container:.3f} KiB/container"
-            + ("" if memory.emptied_kib is None else f"; {memory.emptied_kib:,} KiB once deleted")
+            + (
+                ""
+                if memory.emptied_kib is None
+                else f"; {memory.emptied_kib:,} KiB after listing them all and deleting them"
+            )
         )
     for bulk in outcome.bulks:
         if bulk["count"] >= _BULK_SHOWN:
@@ -150,7 +154,7 @@ def _memory_json(memory: MemoryResult | None) -> dict[str, Any] | None:
         "rss_anon_after_kib": memory.after_kib,
         "containers": memory.containers,
         "kib_per_container": round(memory.kib_per_container, 4),
-        "rss_anon_after_delete_kib": memory.emptied_kib,
+        "rss_anon_after_list_and_delete_kib": memory.emptied_kib,
     }
 
 

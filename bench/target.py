@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuMeter", "Target", "TargetError", "open_target", "read_status_kib"]
+__all__ = ["CpuMeter", "Target", "TargetError", "host_busy", "open_target", "read_status_kib"]
 
 _BIND_TIMEOUT_S = 20.0
 _STOP_TIMEOUT_S = 60.0
@@ -91,6 +91,15 @@ class CpuMeter:
         cpu_after = None if self.pid is None else _process_cpu_s(self.pid)
         if cpu_before is not None and cpu_after is not None and wall > 0:
             self.daemon_cores = (cpu_after - cpu_before) / wall
+
+
+def host_busy(seconds: float) -> float | None:
+    """The fraction of the machine's CPU busy over the next ``seconds``."""
+    meter = CpuMeter(None)
+    meter.begin()
+    time.sleep(seconds)
+    meter.end()
+    return meter.host_busy
 
 
 @dataclass

@@ -72,7 +72,7 @@ class MemoryResult:
     before_kib: int
     after_kib: int
     containers: int
-    emptied_kib: int | None = None  # after deleting them all again
+    emptied_kib: int | None = None  # after one List of them all, then deleting them all
 
     @property
     def kib_per_container(self) -> float:

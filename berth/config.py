@@ -68,7 +68,7 @@ _TYPES: dict[str, type] = {
     "log_level": str,
     "max_payload": int,
     "max_streams": int,
-    "socket_group": str,
+    "socket_group": (str, int),  # type: ignore[dict-item]  # a name or a gid
     "curve_dir": str,
     "container_idle_seconds": float,
     "runtimes": dict,
@@ -91,7 +91,8 @@ def _from_file(path: Path) -> dict[str, Any]:
             value = float(value)
             data[key] = value
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise ConfigError(f"config {path}: {key} must be a {expected.__name__}")
+            name = getattr(expected, "__name__", "str or int")
+            raise ConfigError(f"config {path}: {key} must be a {name}")
     return data
 
 
@@ -123,7 +124,7 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
         log_level=args.log_level or data.get("log_level", "info"),
         max_payload=max_payload,
         max_streams=max_streams,
-        socket_group=data.get("socket_group", ""),
+        socket_group=str(data.get("socket_group", "")),
         curve_dir=Path(data["curve_dir"]) if data.get("curve_dir") else None,
         container_idle_seconds=data.get("container_idle_seconds", 30.0),
         runtimes=runtimes,

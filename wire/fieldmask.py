@@ -19,16 +19,17 @@ __all__ = ["CONTAINER_MUTABLE", "apply_container_mask", "check_container_paths"]
 CONTAINER_MUTABLE = ("labels", "image", "runtime", "spec", "rootfs")
 
 
-def check_container_paths(paths: list[str]) -> None:
+def check_container_paths(container_id: str, paths: list[str]) -> None:
     """Refuse any path an update of a container may not name."""
     for path in paths:
         if path in CONTAINER_MUTABLE:
             continue
         if path.startswith("labels.") and len(path) > len("labels."):
             continue
+        owner = f'container "{container_id}"'
         if path == "id":
-            raise InvalidArgument('update_mask: field "id" is immutable')
-        raise InvalidArgument(f"update_mask: cannot update field {path!r} of a container")
+            raise InvalidArgument(f'{owner}: update_mask: field "id" is immutable')
+        raise InvalidArgument(f"{owner}: update_mask: cannot update field {path!r}")
 
 
 def apply_container_mask(

@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 
 _ENVELOPE_KEYS = frozenset({"v", "id", "method", "ns", "body", "timeout_ms", "cancel"})
 _BATCH = 256  # frames read per wake-up before replies are flushed
+# Frames queued per client before the daemon gives up on it: enough for a
+# client that pipelines thousands of requests before reading, or reads a
+# long stream late; a client this far behind is treated as gone.
+SEND_HWM = 100_000
+_MAX_POLL_MS = 60_000
 
 
 @dataclass(slots=True)
@@ -150,6 +155,7 @@ class FrontEnd:
         for sock in sockets:
             # Raise EHOSTUNREACH for a client that is gone, so its streams end.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
 
     # lifecycle
 
@@ -186,27 +192,32 @@ class FrontEnd:
         poller.register(self.outbox.fd, zmq.POLLIN)
         try:
             while not self._stopping:
-                timeout = self._poll_timeout()
-                events = dict(poller.poll(timeout))
-                for index, sock in enumerate(self.sockets):
-                    if sock in events:
-                        self._read(index, sock)
-                self._flush()
-                self._expire()
+                try:
+                    self._turn(poller)
+                except Exception:
+                    # Never let one bad turn take the socket loop down.
+                    log.exception("front end loop: unexpected error; continuing")
+                    time.sleep(0.01)
             self._flush()
             self._end_all_streams()
-        except Exception:
-            log.exception("front end loop failed")
-            raise
         finally:
             for sock in self.sockets:
                 sock.close(linger=1000)
+
+    def _turn(self, poller: zmq.Poller) -> None:
+        events = dict(poller.poll(self._poll_timeout()))
+        for index, sock in enumerate(self.sockets):
+            if sock in events:
+                self._read(index, sock)
+        self._flush()
+        self._expire()
 
     def _poll_timeout(self) -> int | None:
         if not self._deadlines:
             return None
         wait = self._deadlines[0][0] - time.monotonic()
-        return max(0, int(wait * 1000) + 1)
+        # Capped: poll takes a C int, and a deadline may be weeks away.
+        return min(_MAX_POLL_MS, max(0, int(wait * 1000) + 1))
 
     def _read(self, index: int, sock: zmq.Socket[bytes]) -> None:
         for _ in range(_BATCH):

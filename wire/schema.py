@@ -205,9 +205,9 @@ class Message(Type):
             where = f"{path}.{key}" if path else str(key)
             if ftype is None:
                 raise InvalidArgument(f'field "{where}": unknown field of {self.name}')
-            if key in self.ignored:
-                continue
-            out[key] = ftype.check(item, where)
+            checked = ftype.check(item, where)
+            if key not in self.ignored:
+                out[key] = checked
         for group, members in self.oneofs.items():
             present = [m for m in members if m in value]
             if len(present) > 1:

@@ -22,6 +22,7 @@ itself ``LOCAL_GRACE`` seconds later, in case the server never answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
@@ -305,11 +306,11 @@ class SyncTransport(_Connection):
         """Send one unary request and return the reply body."""
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
-            self._send(payload)
+            self._send(payload, deadline)
             return self._core.unary_result(call_id, self._wait(call_id, deadline))
         finally:
             if self._must_cancel(call_id):
-                self._send(self._core.cancel_payload(call_id))
+                self._send_cancel(call_id)
             self._core.finish(call_id)
 
     def stream(
@@ -324,7 +325,7 @@ class SyncTransport(_Connection):
         """Yield ``extract(body)`` of each item of a server stream."""
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
-            self._send(payload)
+            self._send(payload, deadline)
             while True:
                 step = self._core.stream_step(call_id, self._wait(call_id, deadline))
                 if step is StreamMarker.END:
@@ -334,8 +335,17 @@ class SyncTransport(_Connection):
         finally:
             self._end_stream(call_id, deadline)
 
-    def _send(self, payload: bytes) -> None:
-        self._socket.send_multipart([b"", payload])
+    def _send(self, payload: bytes, deadline: float | None) -> None:
+        # A DEALER with no connected peer (daemon down, CURVE handshake
+        # refused) blocks in send: wait for room only until the deadline.
+        left = _remaining(deadline)
+        if not self._socket.poll(None if left is None else math.ceil(left * 1000), zmq.POLLOUT):
+            raise DeadlineExceeded(f"berthd at {self.address}: not reachable before the deadline")
+        self._socket.send_multipart([b"", payload], zmq.NOBLOCK)
+
+    def _send_cancel(self, call_id: int) -> None:
+        with contextlib.suppress(DeadlineExceeded, zmq.Again):
+            self._send(self._core.cancel_payload(call_id), time.monotonic() + CANCEL_DRAIN)
 
     def _wait(self, call_id: int, deadline: float | None) -> Body:
         """The next frame of ``call_id``, reading (and filing) others until it comes."""
@@ -349,7 +359,7 @@ class SyncTransport(_Connection):
         """Cancel a stream left early and read up to its terminal frame, boundedly."""
         try:
             if self._must_cancel(call_id):
-                self._send(self._core.cancel_payload(call_id))
+                self._send_cancel(call_id)
                 drain = self._drain_deadline(deadline)
                 while self._core.is_open(call_id):
                     self._core.stream_step(call_id, self._wait(call_id, drain))
@@ -406,11 +416,11 @@ class AsyncTransport(_Connection):
         """Send one unary request and return the reply body."""
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
-            await self._send(call_id, payload)
+            await self._send(call_id, payload, deadline)
             return self._core.unary_result(call_id, await self._wait(call_id, deadline))
         finally:
             if self._must_cancel(call_id):
-                await self._send(call_id, self._core.cancel_payload(call_id))
+                await self._send_cancel(call_id)
             self._finish(call_id)
 
     async def stream(
@@ -425,7 +435,7 @@ class AsyncTransport(_Connection):
         """Yield ``extract(body)`` of each item of a server stream."""
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
-            await self._send(call_id, payload)
+            await self._send(call_id, payload, deadline)
             while True:
                 step = self._core.stream_step(call_id, await self._wait(call_id, deadline))
                 if step is StreamMarker.END:
@@ -435,11 +445,24 @@ class AsyncTransport(_Connection):
         finally:
             await self._end_stream(call_id, deadline)
 
-    async def _send(self, call_id: int, payload: bytes) -> None:
+    async def _send(self, call_id: int, payload: bytes, deadline: float | None = None) -> None:
         if self._reader is None:
             self._reader = asyncio.get_running_loop().create_task(self._read())
         self._wakers.setdefault(call_id, asyncio.Event())
-        await self._socket.send_multipart([b"", payload])
+        try:
+            # No connected peer blocks the send: bound it by the deadline.
+            await asyncio.wait_for(
+                self._socket.send_multipart([b"", payload]), _remaining(deadline)
+            )
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"berthd at {self.address}: not reachable before the deadline"
+            ) from None
+
+    async def _send_cancel(self, call_id: int) -> None:
+        with contextlib.suppress(DeadlineExceeded):
+            payload = self._core.cancel_payload(call_id)
+            await self._send(call_id, payload, time.monotonic() + CANCEL_DRAIN)
 
     def _finish(self, call_id: int) -> None:
         self._core.finish(call_id)
@@ -483,7 +506,7 @@ class AsyncTransport(_Connection):
         """Cancel a stream left early and read up to its terminal frame, boundedly."""
         try:
             if self._must_cancel(call_id):
-                await self._send(call_id, self._core.cancel_payload(call_id))
+                await self._send_cancel(call_id)
                 drain = self._drain_deadline(deadline)
                 while self._core.is_open(call_id):
                     self._core.stream_step(call_id, await self._wait(call_id, drain))

@@ -92,7 +92,7 @@ class ContainersService:
         body = UPDATE_CONTAINER.decode(request.body)
         container = _checked_container(body)
         paths = body["update_mask"]["paths"] if body["update_mask"] is not None else []
-        check_container_paths(paths)
+        check_container_paths(container["id"], paths)
         self.directory.tell(
             "metadata", UpdateContainer(request.ns, container, paths, request.reply)
         )

@@ -25,11 +25,15 @@ def test_invalid_identifiers_are_refused_naming_the_kind(bad):
 
 
 @given(st.text(max_size=90))
-def test_identifier_check_never_raises_anything_else(text):
+def test_identifier_check_accepts_exactly_the_grammar(text):
+    import re
+
+    valid = len(text) <= 76 and re.fullmatch(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", text)
     try:
-        check_identifier("namespace", text)
+        assert check_identifier("namespace", text) == text
+        assert valid
     except InvalidArgument:
-        pass
+        assert not valid
 
 
 def test_labels_with_empty_values_are_dropped():
@@ -52,11 +56,11 @@ def test_an_empty_label_key_is_refused():
 @pytest.mark.parametrize("path", ["id", "created_at", "labelsx", "labels.", "spec.value", ""])
 def test_mask_paths_outside_the_mutable_fields_are_refused(path):
     with pytest.raises(InvalidArgument):
-        check_container_paths([path])
+        check_container_paths("web", [path])
 
 
 def test_mask_paths_of_mutable_fields_pass():
-    check_container_paths(["labels", "labels.a.b", "image", "runtime", "spec", "rootfs"])
+    check_container_paths("web", ["labels", "labels.a.b", "image", "runtime", "spec", "rootfs"])
 
 
 CURRENT = {

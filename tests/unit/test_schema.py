@@ -49,7 +49,7 @@ def test_a_value_of_the_wrong_type_is_refused_naming_the_field(body, path):
 
 
 def test_labels_must_map_str_to_str():
-    with pytest.raises(InvalidArgument, match="labels.a"):
+    with pytest.raises(InvalidArgument, match=r"labels\.a"):
         CREATE_CONTAINER.decode({"container": {"labels": {"a": 1}}})
     with pytest.raises(InvalidArgument, match="labels"):
         CREATE_CONTAINER.decode({"container": {"labels": {1: "a"}}})
