@@ -53,10 +53,6 @@ log = logging.getLogger(__name__)
 
 _ENVELOPE_KEYS = frozenset({"v", "id", "method", "ns", "body", "timeout_ms", "cancel"})
 _BATCH = 256  # frames read per wake-up before replies are flushed
-# Frames queued per client before the daemon gives up on it: enough for a
-# client that pipelines thousands of requests before reading, or reads a
-# long stream late; a client this far behind is treated as gone.
-SEND_HWM = 100_000
 _MAX_POLL_MS = 60_000
 
 
@@ -155,7 +151,6 @@ class FrontEnd:
         for sock in sockets:
             # Raise EHOSTUNREACH for a client that is gone, so its streams end.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
 
     # lifecycle
 
@@ -404,6 +399,12 @@ class FrontEnd:
         tracked = self._tracked.pop(token, None)
         if tracked is not None and tracked.key is not None:
             self._streams.pop(tracked.key, None)
+        # Answered calls leave their deadline in the heap until it passes;
+        # with a 30 s client default that is rate x 30 dead entries, so
+        # drop them once they outnumber the live ones.
+        if len(self._deadlines) > 1024 and len(self._deadlines) > 4 * len(self._tracked):
+            self._deadlines = [e for e in self._deadlines if e[1] in self._tracked]
+            heapq.heapify(self._deadlines)
 
     def _end_all_streams(self) -> None:
         for token in list(self._tracked):

@@ -32,6 +32,20 @@ PUBLIC_FILE = "server.public"
 SECRET_FILE = "server.secret"
 
 
+# Frames queued per client before the daemon gives up on it: enough for a
+# client that pipelines thousands of requests before reading, or reads a
+# long stream late; a client this far behind is treated as gone. Set
+# before bind: a listening socket's connections take its options then.
+SEND_HWM = 100_000
+
+
+def _router(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    return sock
+
+
 class ListenError(Exception):
     """An address cannot be served; the message says why and what to do."""
 
@@ -128,7 +142,7 @@ def bind(
     listener = Listener(sockets)
     try:
         if ipc:
-            sock = ctx.socket(zmq.ROUTER)
+            sock = _router(ctx)
             sockets.append(sock)
             for address in ipc:
                 _bind_ipc(sock, address, socket_group)
@@ -138,7 +152,7 @@ def bind(
             auth.start()
             auth.configure_curve_callback("*", credentials_provider=_AllowList(allow))
             listener.authenticator = auth
-            sock = ctx.socket(zmq.ROUTER)
+            sock = _router(ctx)
             sockets.append(sock)
             sock.curve_server = True
             sock.curve_publickey = public
