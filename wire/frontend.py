@@ -181,6 +181,7 @@ class FrontEnd:
     # the loop
 
     def _run(self) -> None:
+        self.outbox.loop_thread = threading.get_ident()
         poller = zmq.Poller()
         for sock in self.sockets:
             poller.register(sock, zmq.POLLIN)

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import os
+import threading
 from typing import Any
 
 from wire.codec import pack
@@ -55,6 +56,9 @@ class Outbox:
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # The socket loop's own thread: it drains after every batch anyway,
+        # so its own replies (inline reads) need no wake-up.
+        self.loop_thread = 0
         self._queue: collections.deque[Entry] = collections.deque()
 
     def put(self, token: int, kind: int, sock: int, route: list[bytes], payload: bytes) -> None:
@@ -62,7 +66,8 @@ class Outbox:
         if self.fd < 0:
             return  # closed: the daemon is gone, and so is the client's socket
         self._queue.append((token, kind, sock, route, payload))
-        os.eventfd_write(self.fd, 1)
+        if threading.get_ident() != self.loop_thread:
+            os.eventfd_write(self.fd, 1)
 
     def drain(self) -> list[Entry]:
         """Everything queued so far; called by the socket loop only."""
