@@ -23,6 +23,7 @@ __all__ = [
     "create_container",
     "delete_container",
     "get_container_raw",
+    "put_task",
     "update_container",
 ]
 
@@ -87,6 +88,24 @@ def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id:
         raise FailedPrecondition(f'container "{container_id}": has a task; delete the task first')
     if not txn.delete(key, db=store.containers):
         raise NotFound(f'container "{container_id}": not found')
+
+
+def put_task(
+    txn: lmdb.Transaction,
+    store: Store,
+    ns: str,
+    container_id: str,
+    record: dict[str, Any],
+    create: bool,
+) -> None:
+    """Record a task; a new one needs its container and no other task."""
+    key = ns_key(ns, container_id)
+    if create:
+        if txn.get(key, db=store.containers) is None:
+            raise NotFound(f'container "{container_id}": not found')
+        if txn.get(key, db=store.tasks) is not None:
+            raise AlreadyExists(f'container "{container_id}": already has a task')
+    txn.put(key, pack(record), db=store.tasks)
 
 
 def get_container_raw(txn: lmdb.Transaction, store: Store, ns: str, container_id: str) -> bytes:

@@ -70,7 +70,9 @@ class ContainerActor(SupervisedActor):
         try:
             self.directory.tell(
                 "metadata",
-                DeleteContainer(message.ns, message.id, message.reply, committed.set),
+                DeleteContainer(
+                    message.ns, message.id, message.reply, lambda _result: committed.set()
+                ),
             )
         except Unavailable as exc:
             message.reply.fail(exc)

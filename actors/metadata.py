@@ -22,8 +22,13 @@ from typing import Any
 import lmdb
 import pykka
 
-from actors.container_records import create_container, delete_container, update_container
-from actors.store import Store
+from actors.container_records import (
+    create_container,
+    delete_container,
+    put_task,
+    update_container,
+)
+from actors.store import SEQ_KEY, Store, ns_key
 from actors.supervision import SupervisedActor
 from wire.codec import now, pack
 from wire.errors import BerthError, Internal, ResourceExhausted, Unavailable
@@ -33,7 +38,10 @@ __all__ = [
     "MAX_BATCH",
     "CreateContainer",
     "DeleteContainer",
+    "DeleteTask",
     "MetadataActor",
+    "PutTask",
+    "ReserveSeq",
     "UpdateContainer",
 ]
 
@@ -44,6 +52,11 @@ CONTAINER_BODY = b"\x81" + pack("container")  # {"container": <record>} around a
 EMPTY_BODY = pack({})
 
 
+# Called in the metadata actor's thread after the commit, with the write's
+# result: the packed reply body, or the exception that refused it.
+Done = Callable[[bytes | BaseException], None]
+
+
 @dataclass(frozen=True, slots=True)
 class CreateContainer:
     """Store a new container (validated); reply ``{"container": ...}``."""
@@ -51,7 +64,7 @@ class CreateContainer:
     ns: str
     container: dict[str, Any]
     reply: Reply
-    done: Callable[[], None] | None = field(default=None, compare=False)
+    done: Done | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +75,7 @@ class UpdateContainer:
     container: dict[str, Any]
     paths: list[str]
     reply: Reply
-    done: Callable[[], None] | None = field(default=None, compare=False)
+    done: Done | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +85,42 @@ class DeleteContainer:
     ns: str
     id: str
     reply: Reply
-    done: Callable[[], None] | None = field(default=None, compare=False)
+    done: Done | None = field(default=None, compare=False)
 
 
-Write = CreateContainer | UpdateContainer | DeleteContainer
+@dataclass(frozen=True, slots=True)
+class PutTask:
+    """Record a task (``create``: the container must exist and have no task)."""
+
+    ns: str
+    container_id: str
+    record: dict[str, Any]
+    create: bool
+    done: Done | None = field(default=None, compare=False)
+    reply: Reply | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTask:
+    """Forget a task's record."""
+
+    ns: str
+    container_id: str
+    done: Done | None = field(default=None, compare=False)
+    reply: Reply | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveSeq:
+    """Durably reserve event seqs below ``upto``."""
+
+    upto: int
+    done: Done | None = field(default=None, compare=False)
+    reply: Reply | None = field(default=None, compare=False)
+
+
+Write = CreateContainer | UpdateContainer | DeleteContainer | PutTask | DeleteTask | ReserveSeq
+_WRITES = (CreateContainer, UpdateContainer, DeleteContainer, PutTask, DeleteTask, ReserveSeq)
 
 
 class MetadataActor(SupervisedActor):
@@ -90,7 +135,7 @@ class MetadataActor(SupervisedActor):
         self.commits = 0  # for tests and stats: how many durable transactions so far
 
     def on_receive(self, message: Any) -> Any:
-        if not isinstance(message, CreateContainer | UpdateContainer | DeleteContainer):
+        if not isinstance(message, _WRITES):
             log.warning("metadata actor: unexpected message %r", message)
             return None
         self._batch.append(message)
@@ -106,7 +151,7 @@ class MetadataActor(SupervisedActor):
             self._commit()
 
     def pending_replies(self) -> list[Reply]:
-        return [w.reply for w in self._batch]
+        return [w.reply for w in self._batch if w.reply is not None]
 
     def _commit(self) -> None:
         batch = self._batch
@@ -125,12 +170,16 @@ class MetadataActor(SupervisedActor):
         self._batch = []
         self.commits += 1
         for write, result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                write.reply.fail(result)
-            else:
-                write.reply.ok_packed(result)
+            if write.reply is not None:
+                if isinstance(result, BaseException):
+                    write.reply.fail(result)
+                else:
+                    write.reply.ok_packed(result)
             if write.done is not None:
-                write.done()
+                try:
+                    write.done(result)
+                except Exception:
+                    log.exception("metadata: completion of %s failed", type(write).__name__)
 
     def _apply(self, txn: lmdb.Transaction, write: Write, stamp: Any) -> bytes | BaseException:
         child = self.store.env.begin(write=True, parent=txn)
@@ -143,8 +192,19 @@ class MetadataActor(SupervisedActor):
                 body = CONTAINER_BODY + update_container(
                     child, self.store, write.ns, write.container, write.paths, stamp
                 )
-            else:
+            elif isinstance(write, DeleteContainer):
                 delete_container(child, self.store, write.ns, write.id)
+                body = EMPTY_BODY
+            elif isinstance(write, PutTask):
+                put_task(
+                    child, self.store, write.ns, write.container_id, write.record, write.create
+                )
+                body = EMPTY_BODY
+            elif isinstance(write, DeleteTask):
+                child.delete(ns_key(write.ns, write.container_id), db=self.store.tasks)
+                body = EMPTY_BODY
+            else:
+                child.put(SEQ_KEY, str(write.upto).encode(), db=self.store.counters)
                 body = EMPTY_BODY
         except BerthError as exc:
             child.abort()
@@ -154,7 +214,7 @@ class MetadataActor(SupervisedActor):
             raise
         except Exception as exc:
             child.abort()
-            log.exception("metadata write %s in ns %s failed", type(write).__name__, write.ns)
+            log.exception("metadata write %s failed", type(write).__name__)
             return Internal(f"{type(write).__name__}: internal error ({type(exc).__name__})")
         child.commit()
         return body

@@ -6,6 +6,7 @@ Layout of ``<root>/meta`` (one LMDB environment, named databases)::
     namespaces   <ns>                  -> msgpack {"created_at": Timestamp}
     containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
     tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
+    counters     b"events.seq"         -> b"<int>"      event seqs below it are reserved
 
 Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
 namespace and nothing else, and keys sort by namespace, then id.
@@ -32,7 +33,9 @@ import lmdb
 
 from wire.errors import Unavailable
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "ns_key", "ns_prefix"]
+__all__ = ["SCHEMA_VERSION", "SEQ_KEY", "Store", "StoreError", "ns_key", "ns_prefix"]
+
+SEQ_KEY = b"events.seq"
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class Store:
         self.namespaces = self.env.open_db(b"namespaces")
         self.containers = self.env.open_db(b"containers")
         self.tasks = self.env.open_db(b"tasks")
+        self.counters = self.env.open_db(b"counters")
         self._check_schema()
 
     def _check_schema(self) -> None:
@@ -122,6 +126,12 @@ class Store:
             if not bytes(key).startswith(prefix):
                 return
             yield bytes(key), bytes(value)
+
+    def reserved_seq(self) -> int:
+        """The first event seq not yet reserved (where a restarted bus starts)."""
+        with self.read() as txn:
+            raw = txn.get(SEQ_KEY, db=self.counters)
+        return int(raw) if raw is not None else 1
 
     def close(self) -> None:
         """Close the environment (after the metadata actor has stopped)."""
