@@ -12,30 +12,67 @@ message in flight, no task to watch) for ``idle_seconds``.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.metadata import DeleteContainer
+from actors.metadata import DeleteContainer, DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
-from wire.errors import Unavailable
+from actors.task_state import TaskState
+from actors.tasks import ProcessExited, ShimActor, ShimCall, ShimDied, TaskActor, TaskOp, _Created
+from wire.errors import AlreadyExists, NotFound, Unavailable
+from wire.reply import Reply
 
-__all__ = ["ContainerActor", "ContainerActors", "Forget"]
+if TYPE_CHECKING:
+    from actors.task_runtime import TaskRuntime
+
+__all__ = ["AdoptTask", "ContainerActor", "ContainerActors", "CreateTask"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Forget:
-    """Internal: the container is gone; the actor may stop at once."""
+class CreateTask:
+    """Tasks/Create, validated: the container's spec for the bundle, stdio, rootfs."""
+
+    ns: str
+    container_id: str
+    bundle_spec: bytes
+    spec: dict[str, Any]
+    rootfs: list[dict[str, Any]]
+    stdin: str
+    stdout: str
+    stderr: str
+    terminal: bool
+    checkpoint: str
+    runtime_binary: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded:
+    """Internal: the task was deleted; the actor may become idle."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptTask:
+    """Restart: take over a task whose shim is alive (or gone) from a previous daemon."""
+
+    state: TaskState
+    binary: str
+    shim_alive: bool
+    exits: list[dict[str, Any]]
+    shim_pid: int = 0
 
 
 class ContainerActor(SupervisedActor):
-    """Serializes one container's operations."""
+    """Serializes one container's operations, and owns its task's actors."""
 
     def __init__(
         self,
@@ -44,6 +81,7 @@ class ContainerActor(SupervisedActor):
         container_id: str,
         directory: Directory,
         finished: Callable[[tuple[str, str]], None],
+        registry: ContainerActors,
     ) -> None:
         super().__init__(supervisor)
         self.ns = ns
@@ -51,16 +89,46 @@ class ContainerActor(SupervisedActor):
         self.name = f"container:{ns}/{container_id}"
         self.directory = directory
         self._finished = finished
+        self.registry = registry
+        self.task: pykka.ActorRef[Any] | None = None
+        self.shim: pykka.ActorRef[Any] | None = None
 
     def on_receive(self, message: Any) -> Any:
         try:
             if isinstance(message, DeleteContainer):
                 self._delete(message)
+            elif isinstance(message, CreateTask):
+                self._create_task(message)
+            elif isinstance(message, TaskOp):
+                self._forward(message, message.reply)
+            elif isinstance(message, ProcessExited | ShimDied):
+                self._forward(message, None)
+            elif isinstance(message, TaskEnded):
+                self._task_ended()
+            elif isinstance(message, AdoptTask):
+                self._adopt(message)
             else:
                 log.warning("%s: unexpected message %r", self.name, message)
         finally:
             self._finished((self.ns, self.container_id))
         return None
+
+    def on_stop(self) -> None:
+        # Daemon stop never stops tasks: only the daemon's side goes away.
+        for ref in (self.task, self.shim):
+            if ref is not None:
+                ref.stop(block=False)
+
+    def _forward(self, message: Any, reply: Reply | None) -> None:
+        if self.task is None:
+            if reply is not None:
+                reply.fail(NotFound(f'task "{self.container_id}": not found'))
+            return
+        try:
+            self.task.tell(message)
+        except pykka.ActorDeadError:
+            if reply is not None:
+                reply.fail(NotFound(f'task "{self.container_id}": not found'))
 
     def _delete(self, message: DeleteContainer) -> None:
         # Wait for the commit so the next operation on this container sees
@@ -80,6 +148,136 @@ class ContainerActor(SupervisedActor):
         if not committed.wait(60):
             log.error("%s: delete not committed within 60 s", self.name)
 
+    def _metadata(self, message: Any) -> bytes | BaseException:
+        result: list[bytes | BaseException] = []
+        done = threading.Event()
+
+        def finished(outcome: bytes | BaseException) -> None:
+            result.append(outcome)
+            done.set()
+
+        self.directory.tell("metadata", message(finished))
+        if not done.wait(60):
+            return Unavailable(f"{self.name}: metadata write timed out")
+        return result[0]
+
+    def _create_task(self, msg: CreateTask) -> None:
+        rt = self.registry.runtime
+        if self.task is not None or rt is None:
+            msg.reply.fail(
+                AlreadyExists(f'container "{self.container_id}": already has a task')
+                if self.task is not None
+                else Unavailable("tasks are not available in this daemon")
+            )
+            return
+        task_dir = rt.task_dir(self.ns, self.container_id)
+        record = {
+            "pid": 0,
+            "status": "CREATED",
+            "exit_status": 0,
+            "exited_at_ns": 0,
+            "task_dir": str(task_dir),
+            "runtime_binary": msg.runtime_binary,
+        }
+        result = self._metadata(
+            lambda done: PutTask(self.ns, self.container_id, record, True, done)
+        )
+        if isinstance(result, BaseException):
+            msg.reply.fail(result)
+            return
+        shim = None
+        try:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            task_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            rt.runc_root(self.ns).mkdir(mode=0o700, parents=True, exist_ok=True)
+            shim_pid = rt.zygote.spawn(
+                rt.shim_config(self.ns, self.container_id, msg.runtime_binary)
+            )
+            shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
+            created: dict[str, Any] = shim.ask(  # type: ignore[assignment]
+                ShimCall(
+                    "create",
+                    {
+                        "bundle_spec": msg.bundle_spec,
+                        "rootfs": msg.rootfs,
+                        "stdin": msg.stdin,
+                        "stdout": msg.stdout,
+                        "stderr": msg.stderr,
+                        "terminal": msg.terminal,
+                        "checkpoint": msg.checkpoint,
+                    },
+                ),
+                timeout=120,
+            )
+        except Exception as exc:
+            if shim is not None:
+                shim.stop(block=False)
+            shutil.rmtree(task_dir, ignore_errors=True)
+            self._metadata(lambda done: DeleteTask(self.ns, self.container_id, done))
+            msg.reply.fail(exc)
+            return
+        state = TaskState(self.ns, self.container_id, pid=int(created["pid"]))
+        self._start_task(state, task_dir, msg.spec, shim, msg.runtime_binary, shim_pid)
+        assert self.task is not None
+        self.task.tell(_Created(msg.reply))
+
+    def _start_task(
+        self,
+        state: TaskState,
+        task_dir: Path,
+        spec: dict[str, Any],
+        shim: pykka.ActorRef[Any],
+        binary: str,
+        shim_pid: int,
+    ) -> None:
+        rt = self.registry.runtime
+        assert rt is not None
+        registry, ns, cid = self.registry, self.ns, self.container_id
+        self.shim = shim
+        self.task = TaskActor.start(
+            None,
+            state=state,
+            task_dir=task_dir,
+            spec=spec,
+            directory=self.directory,
+            shim=shim,
+            # Through the registry, which counts messages in flight: an
+            # actor reaped with one still queued would lose it.
+            ended=lambda: registry.tell(ns, cid, TaskEnded(), start=False),
+            cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
+        )
+        self.registry.pin((self.ns, self.container_id), True)
+        if self.registry.watch is not None and shim_pid:
+            self.registry.watch(self.ns, self.container_id, shim_pid)
+
+    def _adopt(self, msg: AdoptTask) -> None:
+        rt = self.registry.runtime
+        assert rt is not None
+        task_dir = rt.task_dir(self.ns, self.container_id)
+        shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
+        self._start_task(msg.state, task_dir, {}, shim, msg.binary, msg.shim_pid)
+        assert self.task is not None
+        if msg.shim_alive:
+            # Only the init's exit is replayed from the file; exec exits the
+            # shim still queues arrive as events (see docs/protocol.md).
+            for line in msg.exits:
+                if int(line.get("pid", -1)) != msg.state.pid:
+                    continue
+                self.task.tell(
+                    ProcessExited(
+                        int(line["pid"]), int(line["exit_status"]), int(line["exited_at_ns"])
+                    )
+                )
+        else:
+            self.task.tell(ShimDied())
+
+    def _task_ended(self) -> None:
+        for ref in (self.task, self.shim):
+            if ref is not None:
+                ref.stop(block=False)
+        self.task = self.shim = None
+        self.registry.pin((self.ns, self.container_id), False)
+
 
 class ContainerActors:
     """Starts container actors on demand and stops idle ones."""
@@ -90,13 +288,26 @@ class ContainerActors:
         supervisor: pykka.ActorRef[Any] | None,
         *,
         idle_seconds: float = 30.0,
+        runtime: TaskRuntime | None = None,
+        watch: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.directory = directory
         self.supervisor = supervisor
         self.idle_seconds = idle_seconds
+        self.runtime = runtime
+        self.watch = watch  # told of each shim's pid, to notice its death
         self._lock = threading.Lock()
         # (ns, id) -> [ref, messages in flight, last activity (monotonic)]
         self._actors: dict[tuple[str, str], list[Any]] = {}
+        self._pinned: set[tuple[str, str]] = set()  # containers with a task
+
+    def pin(self, key: tuple[str, str], pinned: bool) -> None:
+        """Keep (or stop keeping) a container's actor while it has a task."""
+        with self._lock:
+            if pinned:
+                self._pinned.add(key)
+            else:
+                self._pinned.discard(key)
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -118,7 +329,7 @@ class ContainerActors:
                 if not start:
                     return False
                 ref = ContainerActor.start(
-                    self.supervisor, ns, container_id, self.directory, self._finished
+                    self.supervisor, ns, container_id, self.directory, self._finished, self
                 )
                 entry = [ref, 0, time.monotonic()]
                 self._actors[key] = entry
@@ -140,6 +351,8 @@ class ContainerActors:
         stopped = []
         with self._lock:
             for key, (ref, in_flight, last) in list(self._actors.items()):
+                if key in self._pinned:
+                    continue
                 if in_flight == 0 and now - last >= self.idle_seconds:
                     del self._actors[key]
                     stopped.append(ref)

@@ -114,7 +114,7 @@ class TaskState:
             )
 
     def exited(self, pid: int, exit_status: int, exited_at_ns: int) -> bool:
-        """Record an exit; True when it is the init's (the task stopped)."""
+        """Record an exit; False when it was known already (a repeat after a restart)."""
         if pid == self.pid:
             if self.status is TaskStatus.STOPPED:
                 return False
@@ -124,9 +124,13 @@ class TaskState:
             self.exited_at_ns = exited_at_ns
             return True
         proc = self.execs.get(pid)
-        if proc is not None and not proc.exited:
-            proc.exited, proc.exit_status, proc.exited_at_ns = True, exit_status, exited_at_ns
-        return False
+        if proc is None:
+            # An exec started before a restart that the shim did not list.
+            proc = self.execs[pid] = ExecProcess(pid)
+        if proc.exited:
+            return False
+        proc.exited, proc.exit_status, proc.exited_at_ns = True, exit_status, exited_at_ns
+        return True
 
     def live_pid(self, pid: int) -> int:
         """``pid`` (0 meaning init) if it is a live process of the task, else NotFound."""

@@ -30,7 +30,14 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from wire.transport import AsyncTransport, SyncTransport
 
-__all__ = ["OCI_SPEC_TYPE_URL", "AsyncClient", "Client", "oci_spec_any"]
+__all__ = [
+    "OCI_SPEC_TYPE_URL",
+    "PROCESS_TYPE_URL",
+    "AsyncClient",
+    "Client",
+    "oci_spec_any",
+    "process_any",
+]
 
 OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
@@ -236,14 +243,141 @@ class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
         return cast(_MapIter, self._stream(rpc))
 
 
+_TASKS = "containerd.v1.services.execution.Tasks/"
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+
+
+def process_any(process: dict[str, Any]) -> dict[str, Any]:
+    """Wrap an OCI process spec (a dict) as the Any that ``Exec`` carries."""
+    return {"type_url": PROCESS_TYPE_URL, "value": json.dumps(process).encode()}
+
+
+class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
+    """``containerd.v1.services.execution.Tasks``: a container's running instance.
+
+    Tasks are dicts with the proto's fields (``id``, ``container_id``,
+    ``pid``, ``status``, ``spec``, ``exit_status``, ``exited_at``). Stdio
+    arguments are ``""`` (/dev/null), the absolute path of a FIFO, or
+    ``file:///abs/path`` (a log file, appended to).
+    """
+
+    def create(
+        self,
+        container_id: str,
+        *,
+        rootfs: Iterable[dict[str, Any]] = (),
+        stdin: str = "",
+        stdout: str = "",
+        stderr: str = "",
+        terminal: bool = False,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> _Map:
+        """``Create``: the task of ``container_id``; returns ``{container_id, pid}``."""
+        body: Body = {
+            "container_id": container_id,
+            "rootfs": list(rootfs),
+            "stdin": stdin,
+            "stdout": stdout,
+            "stderr": stderr,
+            "terminal": terminal,
+        }
+        if checkpoint is not None:
+            body["checkpoint"] = checkpoint
+        return cast(_Map, self._unary(_Rpc(_TASKS + "Create", body)))
+
+    def _by_id(self, method: str, container_id: str, extract: Callable[[Body], Any]) -> Any:
+        return self._unary(_Rpc(_TASKS + method, {"container_id": container_id}, extract))
+
+    def start(self, container_id: str) -> _Done:
+        """``Start``: CREATED -> RUNNING."""
+        return cast(_Done, self._by_id("Start", container_id, _nothing))
+
+    def delete(self, container_id: str) -> _Map:
+        """``Delete``: a stopped (or never started) task; returns its exit status and time."""
+        return cast(_Map, self._by_id("Delete", container_id, _whole))
+
+    def info(self, container_id: str) -> _Map:
+        """``Info``: the task."""
+        return cast(_Map, self._by_id("Info", container_id, itemgetter("task")))
+
+    def list(self) -> _MapList:
+        """``List``: every task of the namespace."""
+        return cast(_MapList, self._unary(_Rpc(_TASKS + "List", {}, itemgetter("tasks"))))
+
+    def kill(self, container_id: str, signal: int = 0, *, all: bool = False, pid: int = 0) -> _Done:
+        """``Kill``: signal the init (default), one ``pid``, or ``all`` processes; 0 is SIGTERM."""
+        body: Body = {"container_id": container_id, "signal": signal}
+        if all:
+            body["all"] = True
+        elif pid:
+            body["pid"] = pid
+        return cast(_Done, self._unary(_Rpc(_TASKS + "Kill", body, _nothing)))
+
+    def exec(
+        self,
+        container_id: str,
+        *,
+        spec: dict[str, Any],
+        terminal: bool = False,
+        stdin: str = "",
+        stdout: str = "",
+        stderr: str = "",
+    ) -> _Map:
+        """``Exec``: a new process in a RUNNING task; ``spec`` is an OCI process (dict or Any)."""
+        body: Body = {
+            "container_id": container_id,
+            "terminal": terminal,
+            "stdin": stdin,
+            "stdout": stdout,
+            "stderr": stderr,
+            "spec": spec if "type_url" in spec else process_any(spec),
+        }
+        return cast(_Map, self._unary(_Rpc(_TASKS + "Exec", body)))
+
+    def pty(self, container_id: str, *, width: int, height: int, pid: int = 0) -> _Done:
+        """``Pty``: resize a terminal process's pty (pid 0: the init)."""
+        body = {"container_id": container_id, "pid": pid, "width": width, "height": height}
+        return cast(_Done, self._unary(_Rpc(_TASKS + "Pty", body, _nothing)))
+
+    def close_stdin(self, container_id: str, pid: int = 0) -> _Done:
+        """``CloseStdin``: close a process's stdin (pid 0: the init)."""
+        body = {"container_id": container_id, "pid": pid}
+        return cast(_Done, self._unary(_Rpc(_TASKS + "CloseStdin", body, _nothing)))
+
+    def pause(self, container_id: str) -> _Done:
+        """``Pause``: RUNNING -> PAUSED."""
+        return cast(_Done, self._by_id("Pause", container_id, _nothing))
+
+    def resume(self, container_id: str) -> _Done:
+        """``Resume``: PAUSED -> RUNNING."""
+        return cast(_Done, self._by_id("Resume", container_id, _nothing))
+
+    def processes(self, container_id: str) -> _MapList:
+        """``Processes``: the task's processes."""
+        return cast(_MapList, self._by_id("Processes", container_id, itemgetter("processes")))
+
+    def checkpoint(self, container_id: str, **options: Any) -> _MapList:
+        """``Checkpoint``: returns the checkpoint's descriptors; UNAVAILABLE without CRIU."""
+        body: Body = {"container_id": container_id, **options}
+        return cast(
+            _MapList, self._unary(_Rpc(_TASKS + "Checkpoint", body, itemgetter("descriptors")))
+        )
+
+    def events(self) -> _MapIter:
+        """``Events``: every task event of the namespace from now on (a stream)."""
+        return cast(_MapIter, self._stream(_Rpc(_TASKS + "Events", {})))
+
+
 class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
     """The calls common to both clients: generic ones, service groups, top-level RPCs."""
 
     containers: _Containers[_Map, _MapList, _Done, _MapIter]
+    tasks: _Tasks[_Map, _MapList, _Done, _MapIter]
 
     def __init__(self, invoker: _Invoker) -> None:
         super().__init__(invoker)
         self.containers = _Containers(invoker)
+        self.tasks = _Tasks(invoker)
 
     @property
     def namespace(self) -> str:

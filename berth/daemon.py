@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,13 +24,19 @@ import zmq
 from setproctitle import setproctitle
 
 from actors.containers import ContainerActors
-from actors.metadata import MetadataActor
+from actors.events import EventBus
+from actors.metadata import MetadataActor, ReserveSeq
 from actors.reader import ReaderActor
+from actors.reconcile import reconcile_tasks
+from actors.shim_events import ShimEvents
 from actors.store import Store, StoreError
 from actors.supervision import Directory, StartChild, Supervisor
+from actors.task_runtime import TaskRuntime
 from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
+from berth.services.tasks import TasksService
 from berth.services.version import VersionService
+from runtime.zygote import ZygoteClient
 from wire.frontend import FrontEnd, Route
 from wire.listen import Listener, ListenError, bind
 
@@ -77,13 +84,32 @@ class Daemon:
         store = self.store
         self._start_child("metadata", lambda sup: MetadataActor.start(sup, store))
         self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
+        directory = self.directory
+
+        def reserve(upto: int, done: Callable[[], None]) -> None:
+            directory.tell("metadata", ReserveSeq(upto, lambda _result: done()))
+
+        first_seq = store.reserved_seq()
+        self._start_child("events", lambda sup: EventBus.start(sup, first_seq, reserve))
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        events_address = f"ipc://{config.state}/shim-events.sock"
+        self.zygote = ZygoteClient.start()
+        self.task_runtime = TaskRuntime(config.state, self.zygote, config.runtimes, events_address)
         self.containers = ContainerActors(
-            self.directory, self.supervisor, idle_seconds=config.container_idle_seconds
+            self.directory,
+            self.supervisor,
+            idle_seconds=config.container_idle_seconds,
+            runtime=self.task_runtime,
         )
+        self.shim_events = ShimEvents(self.context, events_address, self.containers)
+        self.containers.watch = self.shim_events.watch
+        self.shim_events.start()
+        adopted = reconcile_tasks(store, self.containers)
+        if adopted:
+            log.info("reconciled %d task(s) left by the previous daemon", adopted)
         self._stopped = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._reaper.start()
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             self.listener: Listener = bind(
                 self.context,
@@ -93,6 +119,8 @@ class Daemon:
             )
         except ListenError as exc:
             self._stop_actors()
+            self.shim_events.stop()
+            self.zygote.close()
             raise StartError(str(exc)) from exc
         self.frontend = FrontEnd(
             self.listener.sockets,
@@ -108,6 +136,11 @@ class Daemon:
         """The method table: every RPC the daemon serves, by name."""
         table: dict[str, Route] = {}
         table.update(ContainersService(self.store, self.directory, self.containers).routes())
+        table.update(
+            TasksService(
+                self.store, self.directory, self.containers, self.config.runtimes, self.config.state
+            ).routes()
+        )
         table.update(VersionService().routes())
         return table
 
@@ -130,6 +163,8 @@ class Daemon:
         self._stopped.set()
         self._stop_actors()
         self.frontend.stop()
+        self.shim_events.stop()
+        self.zygote.close()
         self.listener.close_auth()
         self.context.term()
         self.store.close()

@@ -953,7 +953,6 @@ def test_an_unknown_method_is_unimplemented_naming_it(req: ReqClient) -> None:
         "containerd.v1.Containers/Frobnicate",
         "nope",
         "",
-        "containerd.v1.services.execution.Tasks/Create",  # planned
         "containerd.v1.Images/List",  # planned
         "berth.v1.GC/Run",  # planned
     ):

@@ -1,0 +1,207 @@
+"""containerd.v1.services.execution.Tasks.
+
+Handlers validate completely (types, ids, signal ranges, stdio, specs)
+before anything is looked up; then Info and List answer from the store's
+task records, Events subscribes to the event bus, and every other call
+goes to the container's actor, which serializes it with the container's
+other operations and hands it to the task's actor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from actors.containers import ContainerActors, CreateTask
+from actors.events import Subscribe
+from actors.store import Store, ns_key, ns_prefix
+from actors.supervision import Directory
+from actors.tasks import TaskOp
+from runtime.spec import bundle_spec, load_process, load_spec
+from runtime.stdio import check_stdio
+from wire.codec import Timestamp, pack, unpack
+from wire.errors import InvalidArgument, NotFound, Unavailable
+from wire.frontend import Request, Route
+from wire.identifiers import check_identifier
+from wire.messages import (
+    CHECKPOINT_TASK,
+    CLOSE_STDIN,
+    CREATE_TASK,
+    DELETE_TASK,
+    EVENTS,
+    EXEC_PROCESS,
+    INFO_TASK,
+    KILL_TASK,
+    LIST_TASKS,
+    PAUSE_TASK,
+    PROCESSES,
+    PTY,
+    RESUME_TASK,
+    START_TASK,
+)
+from wire.schema import Message
+
+__all__ = ["TasksService", "task_from_record"]
+
+_PKG = "containerd.v1.services.execution.Tasks"
+SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+
+
+def task_from_record(container_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The wire Task for a stored task record."""
+    exited = int(record.get("exited_at_ns", 0))
+    return {
+        "id": container_id,
+        "container_id": container_id,
+        "pid": int(record.get("pid", 0)),
+        "status": record.get("status", "UNKNOWN"),
+        "spec": None,
+        "exit_status": int(record.get("exit_status", 0)),
+        "exited_at": Timestamp.from_unix_nano(exited) if exited else None,
+    }
+
+
+class TasksService:
+    """Handlers of the Tasks service; they hold no state of their own."""
+
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        actors: ContainerActors,
+        runtimes: dict[str, str],
+        state: Path,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.actors = actors
+        self.runtimes = runtimes
+        self.state = state
+
+    def routes(self) -> dict[str, Route]:
+        """This service's entries of the method table."""
+        ops = {
+            "Start": (START_TASK, "start"),
+            "Delete": (DELETE_TASK, "delete"),
+            "Pause": (PAUSE_TASK, "pause"),
+            "Resume": (RESUME_TASK, "resume"),
+            "Processes": (PROCESSES, "processes"),
+            "Checkpoint": (CHECKPOINT_TASK, "checkpoint"),
+            "Kill": (KILL_TASK, "kill"),
+            "Pty": (PTY, "pty"),
+            "CloseStdin": (CLOSE_STDIN, "close_stdin"),
+            "Exec": (EXEC_PROCESS, "exec"),
+        }
+        table = {
+            f"{_PKG}/{name}": Route(self._task_op(schema, op)) for name, (schema, op) in ops.items()
+        }
+        table[f"{_PKG}/Create"] = Route(self.create)
+        table[f"{_PKG}/Info"] = Route(self.info)
+        table[f"{_PKG}/List"] = Route(self.list)
+        table[f"{_PKG}/Events"] = Route(self.events, stream=True)
+        return table
+
+    # reads
+
+    def _record(self, ns: str, cid: str) -> dict[str, Any]:
+        with self.store.read() as txn:
+            raw = txn.get(ns_key(ns, cid), db=self.store.tasks)
+        if raw is None:
+            raise NotFound(f'task "{cid}": not found')
+        record: dict[str, Any] = unpack(bytes(raw))
+        return record
+
+    def info(self, request: Request) -> None:
+        """Info {container_id} -> {task}."""
+        body = INFO_TASK.decode(request.body)
+        cid = check_identifier("container", body["container_id"])
+        request.reply.ok({"task": task_from_record(cid, self._record(request.ns, cid))})
+
+    def list(self, request: Request) -> None:
+        """List {} -> {tasks}: every task of the namespace."""
+        LIST_TASKS.decode(request.body)
+        prefix = ns_prefix(request.ns)
+        with self.store.read() as txn:
+            tasks = [
+                task_from_record(key[len(prefix) :].decode(), unpack(raw))
+                for key, raw in self.store.scan(txn, self.store.tasks, prefix)
+            ]
+        request.reply.ok_packed(pack({"tasks": tasks}))
+
+    def events(self, request: Request) -> None:
+        """Events {} -> stream of Event, from the ``ready`` frame on."""
+        EVENTS.decode(request.body)
+        self.directory.tell("events", Subscribe(request.ns, request.reply))
+
+    # writes
+
+    def create(self, request: Request) -> None:
+        """Create {container_id, rootfs, stdio, terminal, checkpoint} -> {container_id, pid}."""
+        body = CREATE_TASK.decode(request.body)
+        cid = check_identifier("container", body["container_id"])
+        owner = f'task "{cid}"'
+        for name in ("stdin", "stdout", "stderr"):
+            check_stdio(body[name], field=name, owner=owner)
+        if body["checkpoint"] is not None:
+            raise Unavailable(f"{owner}: restore from a checkpoint needs CRIU, not usable here")
+        with self.store.read() as txn:
+            raw = txn.get(ns_key(request.ns, cid), db=self.store.containers)
+        if raw is None:
+            raise NotFound(f'container "{cid}": not found')
+        container = unpack(bytes(raw))
+        name = container["runtime"] or "linux"
+        binary = self.runtimes.get(name)
+        if binary is None:
+            raise NotFound(f'runtime "{name}": not found (container "{cid}")')
+        spec = load_spec(container["spec"]["value"], owner=owner)
+        rootfs: Path | None = None
+        if body["rootfs"]:
+            rootfs = self.state / "tasks" / request.ns / cid / "bundle" / "rootfs"
+        elif container["rootfs"]:
+            raise NotFound(f'snapshot "{container["rootfs"]}": not found (container "{cid}")')
+        final = bundle_spec(spec, rootfs=rootfs, terminal=body["terminal"], owner=owner)
+        self.actors.tell(
+            request.ns,
+            cid,
+            CreateTask(
+                request.ns,
+                cid,
+                json.dumps(final).encode(),
+                final,
+                body["rootfs"],
+                body["stdin"],
+                body["stdout"],
+                body["stderr"],
+                body["terminal"],
+                "",
+                binary,
+                request.reply,
+            ),
+        )
+
+    def _task_op(self, schema: Message, op: str) -> Any:
+        def handle(request: Request) -> None:
+            body = schema.decode(request.body)
+            cid = check_identifier("container", body.pop("container_id"))
+            owner = f'task "{cid}"'
+            if op == "kill":
+                signal = body["signal"] or 15  # 0 means SIGTERM
+                if not 1 <= signal <= 64:
+                    raise InvalidArgument(f"{owner}: signal {signal} is outside 1-64")
+                body["signal"] = signal
+            elif op == "exec":
+                for name in ("stdin", "stdout", "stderr"):
+                    check_stdio(body[name], field=name, owner=owner)
+                spec = body.pop("spec")
+                if spec is None:
+                    raise InvalidArgument(f"{owner}: exec needs a process spec")
+                process = load_process(spec["value"], owner=owner)
+                process["terminal"] = body["terminal"]
+                body["process"] = json.dumps(process).encode()
+            self._record(request.ns, cid)  # NotFound without starting an actor
+            self.actors.tell(request.ns, cid, TaskOp(op, body, request.reply))
+
+        handle.__name__ = op
+        return handle

@@ -1,0 +1,326 @@
+"""The ``berth-shim`` process: one per task, serving its ipc socket from one thread.
+
+:func:`run_shim` turns the calling process (a grandchild of the zygote) into
+the shim: own session (a daemon's death or its terminal's signals do not
+reach it), title ``berth-shim <ns>/<id>``, child subreaper (the task's
+processes are re-parented to it when runc exits), working directory
+``task_dir``, an exclusive ``flock`` on ``task_dir`` (a second shim for the
+same task refuses to start), stderr appended to ``task_dir/shim.log``.
+
+Sockets:
+
+- a ROUTER bound at ``ipc://<task_dir>/shim.sock`` (mode 0600), answering
+  msgpack requests ``{"op": str, "seq": int, ...fields}`` with
+  ``{"seq": seq, "ok": {...}}`` or ``{"seq": seq, "error": {"code", "message"}}``;
+  the ops are the methods of :class:`~runtime.shim.task.Task` named in ``OPS``;
+- a PUSH connected to the daemon's event address, on which every exit goes
+  out as ``{"namespace", "id", "type": "EXIT", "pid", "exit_status",
+  "exited_at_ns"}`` after it was written to the exits file. PUSH queues
+  while the daemon is away, up to ``EVENTS_SNDHWM``; the exits file is the
+  ground truth past that.
+
+The loop polls the ROUTER, a SIGCHLD wake-up pipe and the stdio copies. It
+reaps children at the top of each turn and before each request, never while
+a runc command runs, so it cannot take the exit status runc's caller waits
+for. A reply to ``delete`` (or to a failed ``create``) is sent after
+task_dir is gone, and then the shim exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import sys
+from typing import Any, NoReturn
+
+import msgpack
+import zmq
+from setproctitle import setproctitle
+
+from runtime.mounts import unmount_all
+from runtime.runc import Runc, RuncError
+from runtime.shim.config import ShimConfig
+from runtime.shim.process import Event
+from runtime.shim.task import Task
+from wire.errors import BerthError, to_wire
+
+__all__ = [
+    "EVENTS_LINGER_MS",
+    "EVENTS_SNDHWM",
+    "LOG_FORMAT",
+    "OPS",
+    "SHIM_SOCKET",
+    "configure_logging",
+    "prctl",
+    "run_shim",
+]
+
+log = logging.getLogger(__name__)
+
+SHIM_SOCKET = "shim.sock"
+# Exits queued for a daemon that is down: far more than a task produces.
+EVENTS_SNDHWM = 100_000
+# How long an exiting shim tries to deliver queued events and its last reply.
+EVENTS_LINGER_MS = 2_000
+# The loop wakes on its own this often, in case a wake-up was ever missed.
+_IDLE_POLL_MS = 10_000
+# The zygote's and every shim's log format: the pid tells them apart.
+LOG_FORMAT = "%(asctime)s berth[%(process)d] %(levelname)s %(name)s: %(message)s"
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+# Request op -> Task method. The table is the whole protocol's list of ops.
+OPS: dict[str, str] = {
+    op: op
+    for op in (
+        "create",
+        "start",
+        "state",
+        "kill",
+        "exec",
+        "pty",
+        "close_stdin",
+        "pause",
+        "resume",
+        "ps",
+        "checkpoint",
+        "delete",
+        "shutdown",
+    )
+}
+
+
+# Resolved once, in the zygote: every shim shares it instead of building
+# its own ctypes function objects (about 200 KiB of private memory each).
+_libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(option, value)`` through libc; OSError on failure."""
+    if _libc_prctl(option, value, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl({option}): {os.strerror(errno)}")
+
+
+def run_shim(config: ShimConfig, *, ready_fd: int | None = None) -> NoReturn:
+    """Become the shim for ``config``'s task, serve until it is deleted, and exit.
+
+    ``ready_fd`` (from the zygote) receives one msgpack map once the socket
+    is bound, ``{"pid": pid}``, or ``{"error": message}`` if start-up failed,
+    and is then closed.
+    """
+    # The shim works in task_dir (see ShimServer): make every path absolute first.
+    config = dataclasses.replace(
+        config, task_dir=config.task_dir.absolute(), runc_root=config.runc_root.absolute()
+    )
+    try:
+        shim = ShimServer(config)
+    except BaseException as exc:
+        log.exception("shim %s: start-up failed", config.name)
+        _report(ready_fd, {"error": f"shim {config.name}: {exc}"})
+        os._exit(1)
+    _report(ready_fd, {"pid": os.getpid()})
+    status = 1
+    try:
+        shim.serve()
+        status = 0
+    except BaseException:
+        log.exception("shim %s: loop failed", config.name)
+    finally:
+        shim.close()
+    os._exit(status)
+
+
+def _report(ready_fd: int | None, message: dict[str, Any]) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, msgpack.packb(message, use_bin_type=True))
+    except OSError as exc:
+        log.warning("reporting start-up to the zygote: %s", exc)
+    finally:
+        os.close(ready_fd)
+
+
+class ShimServer:
+    """The shim's process set-up, its sockets and its loop."""
+
+    def __init__(self, config: ShimConfig) -> None:
+        self.config = config
+        with contextlib.suppress(PermissionError):  # already a session leader
+            os.setsid()
+        setproctitle(f"berth-shim {config.name}")
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
+        created = not config.task_dir.exists()
+        config.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chdir(config.task_dir)
+        self._lock_fd = os.open(config.task_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another shim serves {config.task_dir}") from None
+        try:
+            _log_to(config)
+            self._open()
+        except BaseException:
+            if created:
+                shutil.rmtree(config.task_dir, ignore_errors=True)
+            raise
+        runc = Runc(config.runc_binary, config.runc_root, log_dir=config.task_dir)
+        self.task = Task(config, runc, self.publish)
+        log.info("shim %s: serving (pid %d)", config.name, os.getpid())
+
+    def _open(self) -> None:
+        # SIGCHLD must have a Python handler for the wake-up fd to be written.
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.linger = EVENTS_LINGER_MS
+        # Owner only: whoever can send here can run processes as root. The
+        # umask closes the window between bind and chmod.
+        old_umask = os.umask(0o077)
+        try:
+            # Relative to task_dir: fits in a unix address however deep it is.
+            self.router.bind(f"ipc://{SHIM_SOCKET}")
+            os.chmod(SHIM_SOCKET, 0o600)
+        finally:
+            os.umask(old_umask)
+        self.events = self.context.socket(zmq.PUSH)
+        self.events.sndhwm = EVENTS_SNDHWM
+        self.events.linger = EVENTS_LINGER_MS
+        self.events.connect(self.config.events_address)
+
+    def publish(self, event: Event) -> None:
+        """Send one event to the daemon without ever blocking the loop."""
+        try:
+            self.events.send(msgpack.packb(event, use_bin_type=True), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("shim %s: event queue full, dropped %r (in exits)", self.config.name, event)
+
+    def serve(self) -> None:
+        """Run the loop until the task is deleted (or a ``shutdown`` request)."""
+        while not self.task.finished:
+            poller = zmq.Poller()
+            poller.register(self.router, zmq.POLLIN)
+            poller.register(self._wake_r, zmq.POLLIN)
+            wanted: dict[int, int] = {}
+            copiers = [c for p in self.task.table.all() for c in p.copiers]
+            for copier in copiers:
+                for fd, write in copier.interest():
+                    wanted[fd] = wanted.get(fd, 0) | (zmq.POLLOUT if write else zmq.POLLIN)
+            for fd, flags in wanted.items():
+                poller.register(fd, flags)
+            ready = dict(poller.poll(_IDLE_POLL_MS))
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 512):
+                        pass
+            self.task.table.reap()
+            for copier in copiers:
+                for fd in (copier.src, copier.dst):
+                    if fd in ready:
+                        copier.on_ready(fd)
+            if self.router in ready:
+                self._serve_requests()
+
+    def close(self) -> None:
+        """Close the sockets, letting queued replies and events out for a bounded time."""
+        self.router.close()
+        self.events.close()
+        self.context.term()
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if self.task.finished:
+                message = f"shim {self.config.name}: exiting"
+                reply = _error(_seq_of(frames[-1]), "UNAVAILABLE", message)
+            else:
+                reply = self.handle(frames[-1])
+                if self.task.finished and self.task.remove_task_dir:
+                    self._remove_task_dir()
+            self.router.send_multipart([*frames[:-1], msgpack.packb(reply, use_bin_type=True)])
+
+    def handle(self, payload: bytes) -> dict[str, Any]:
+        """One request payload -> its reply map."""
+        try:
+            request = msgpack.unpackb(payload, raw=False)
+        except Exception:
+            request = None
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return _error(None, "INVALID_ARGUMENT", "request is not a map with an op")
+        seq = request.get("seq")
+        op = request["op"]
+        if op not in OPS:
+            return _error(seq, "UNIMPLEMENTED", f"shim: unknown op {op!r}")
+        args = {key: value for key, value in request.items() if key not in ("op", "seq")}
+        method = getattr(self.task, OPS[op])
+        self.task.table.reap()
+        try:
+            return {"seq": seq, "ok": method(**args)}
+        except TypeError as exc:
+            # Raised by the call itself (no deeper frame): the fields do not fit.
+            if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
+                return _error(seq, "INVALID_ARGUMENT", f"shim {op}: {exc}")
+            log.exception("shim %s: %s failed", self.config.name, op)
+            return _error(seq, "INTERNAL", f"internal error: {type(exc).__name__}")
+        except RuncError as exc:
+            return _error(seq, "FAILED_PRECONDITION", exc.message)
+        except BerthError as exc:
+            return {"seq": seq, "error": to_wire(exc)}
+        except Exception as exc:
+            log.exception("shim %s: %s failed", self.config.name, op)
+            return _error(seq, "INTERNAL", f"internal error: {type(exc).__name__}")
+
+    def _remove_task_dir(self) -> None:
+        try:
+            # Never remove a tree with a filesystem still mounted in it.
+            unmount_all(self.task.rootfs)
+        except Exception:
+            log.exception("shim %s: rootfs still mounted; keeping task_dir", self.config.name)
+            return
+        shutil.rmtree(self.config.task_dir, ignore_errors=True)
+
+
+def _error(seq: Any, code: str, message: str) -> dict[str, Any]:
+    return {"seq": seq, "error": {"code": code, "message": message}}
+
+
+def _seq_of(payload: bytes) -> Any:
+    with contextlib.suppress(Exception):
+        request = msgpack.unpackb(payload, raw=False)
+        if isinstance(request, dict):
+            return request.get("seq")
+    return None
+
+
+def _log_to(config: ShimConfig) -> None:
+    """Send stderr, and so the shim's log lines, to ``task_dir/shim.log``.
+
+    The zygote has configured logging already (see ``LOG_FORMAT``), so a
+    forked shim only moves fd 2 and shares the zygote's handler objects.
+    """
+    fd = os.open(config.task_dir / "shim.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    if not logging.root.handlers:
+        configure_logging()
+
+
+def configure_logging() -> None:
+    """Log INFO and up to stderr as ``LOG_FORMAT``; done once, before any fork."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.root.handlers[:] = [handler]
+    logging.root.setLevel(logging.INFO)

@@ -1,0 +1,483 @@
+"""The shim end to end: a real zygote forks real shims that run busybox through runc.
+
+Each test spawns a shim for a task dir under a short ``/tmp/berth-shim-test-*``
+directory, drives it with :class:`ShimClient`, and reads its exit events
+from a PULL socket bound the way the daemon binds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+
+from runtime.runc import Runc
+from runtime.shim.config import ShimConfig
+from runtime.shim.process import exit_status_of
+from runtime.shim.streams import Copier
+from runtime.shim_client import ShimClient, read_exits, shim_running, shim_socket
+from runtime.spec import default_spec
+from runtime.zygote import ZygoteClient
+from tests.e2e.conftest import requires_root_and_runc, unique_id
+from wire.errors import FailedPrecondition, NotFound, Unavailable
+
+NS = "shimtest"
+
+
+# -- pure helpers (no root needed) ---------------------------------------------
+
+
+def test_exit_status_is_the_code_or_128_plus_the_signal():
+    assert exit_status_of(7 << 8) == 7
+    assert exit_status_of(signal.SIGKILL) == 137
+    assert exit_status_of(signal.SIGTERM) == 143
+
+
+def test_read_exits_skips_a_torn_last_line(tmp_path):
+    (tmp_path / "exits").write_text(
+        '{"pid": 10, "exit_status": 3, "exited_at_ns": 5}\n{"pid": 11, "exit_st'
+    )
+    assert read_exits(tmp_path) == [{"pid": 10, "exit_status": 3, "exited_at_ns": 5}]
+    assert read_exits(tmp_path / "missing") == []
+
+
+def test_shim_config_survives_the_trip_to_the_zygote():
+    config = ShimConfig("ns", "id", Path("/t"), "runc", Path("/r"), "ipc:///e")
+    assert ShimConfig.from_map(config.to_map()) == config
+    with pytest.raises(ValueError):
+        ShimConfig.from_map({**config.to_map(), "extra": "x"})
+
+
+def test_a_copier_moves_bytes_on_readiness_and_reports_end_of_file_once():
+    src_r, src_w = os.pipe()
+    dst_r, dst_w = os.pipe()
+    ends: list[bool] = []
+    copier = Copier(src_r, dst_w, name="test", on_eof=lambda: ends.append(True))
+    try:
+        assert copier.interest() == [(src_r, False)]
+        os.write(src_w, b"hello")
+        copier.on_ready(src_r)
+        assert copier.interest() == [(src_r, False), (dst_w, True)]
+        copier.on_ready(dst_w)
+        assert os.read(dst_r, 100) == b"hello"
+        os.write(src_w, b" world")
+        os.close(src_w)
+        copier.drain(1.0)
+        assert os.read(dst_r, 100) == b" world"
+        assert ends == [True] and copier.done and copier.interest() == []
+    finally:
+        for fd in (src_r, dst_r, dst_w):
+            os.close(fd)
+
+
+# -- fixtures --------------------------------------------------------------------
+
+
+class Events:
+    """Exit events from every shim of the module, kept until a test asks for them."""
+
+    def __init__(self, socket: zmq.Socket[bytes]) -> None:
+        self.socket = socket
+        self.seen: list[dict[str, Any]] = []
+
+    def wait(self, pid: int, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.seen:
+                if event["pid"] == pid:
+                    return event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no event for pid {pid}; saw {self.seen}")
+            if self.socket.poll(int(remaining * 1000)):
+                self.seen.append(msgpack.unpackb(self.socket.recv(), raw=False))
+
+
+@dataclass
+class Shim:
+    pid: int
+    config: ShimConfig
+    client: ShimClient
+
+    @property
+    def task_dir(self) -> Path:
+        return self.config.task_dir
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[Path]:
+    # Short, so every socket path fits in a unix address.
+    path = Path(tempfile.mkdtemp(prefix="berth-shim-test-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def events(base: Path) -> Iterator[Events]:
+    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
+    socket.linger = 0
+    socket.bind(f"ipc://{base}/events.sock")
+    yield Events(socket)
+    socket.close()
+
+
+@pytest.fixture(scope="module")
+def zygote() -> Iterator[ZygoteClient]:
+    client = ZygoteClient.start()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def spawn(base: Path, zygote: ZygoteClient, events: Events) -> Iterator[Callable[..., Shim]]:
+    shims: list[Shim] = []
+
+    def spawn_shim(
+        id: str | None = None, zygote_client: ZygoteClient = zygote, ns: str = NS
+    ) -> Shim:
+        id = id or unique_id("shim")
+        config = ShimConfig(
+            namespace=ns,
+            id=id,
+            task_dir=base / "tasks" / ns / id,
+            runc_binary="runc",
+            runc_root=base / "runc" / ns,
+            events_address=f"ipc://{base}/events.sock",
+        )
+        pid = zygote_client.spawn(config)
+        shim = Shim(pid, config, ShimClient(config.task_dir, timeout=15))
+        shims.append(shim)
+        return shim
+
+    yield spawn_shim
+    for shim in shims:
+        if shim_alive(shim.pid):
+            with contextlib.suppress(Exception):
+                shim.client.call("kill", signal=9, all=True, pid=0)
+            with contextlib.suppress(Exception):
+                wait_until(functools.partial(stopped, shim))
+            with contextlib.suppress(Exception):
+                shim.client.call("delete")
+        shim.client.close()
+
+
+def stopped(shim: Shim) -> bool:
+    return bool(shim.client.call("state")["status"] == "STOPPED")
+
+
+def bundle_spec(args: list[str], rootfs: Path | str, **process: Any) -> bytes:
+    spec = default_spec(args, str(rootfs))
+    spec["process"].update(process)
+    return json.dumps(spec).encode()
+
+
+def create(shim: Shim, spec: bytes, **fields: Any) -> int:
+    request = {"rootfs": [], "stdin": "", "stdout": "", "stderr": "", "terminal": False}
+    request["checkpoint"] = ""
+    request.update(fields)
+    return int(shim.client.call("create", bundle_spec=spec, **request)["pid"])
+
+
+def shim_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (nobody may reap it here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.02)
+
+
+def mounts_under(path: Path) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line for line in lines if str(path) in line]
+
+
+def runc_ids(root: Path) -> list[str]:
+    out = subprocess.run(
+        ["runc", "--root", str(root), "list", "--format", "json"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return [c["id"] for c in json.loads(out or b"null") or []]
+
+
+# -- end to end ----------------------------------------------------------------------
+
+
+@requires_root_and_runc
+def test_a_task_that_exits_7_is_recorded_reported_and_deleted_without_a_trace(
+    spawn, events, busybox_rootfs, base
+):
+    shim = spawn()
+    cmdline = Path(f"/proc/{shim.pid}/cmdline").read_bytes().rstrip(b"\0")
+    assert cmdline == f"berth-shim {NS}/{shim.config.id}".encode()
+    assert oct(shim_socket(shim.task_dir).stat().st_mode & 0o777) == "0o600"
+    rootfs = shim.task_dir / "bundle" / "rootfs"
+    mount = {"type": "bind", "source": str(busybox_rootfs), "target": "", "options": ["rbind"]}
+    out = base / f"{shim.config.id}.log"
+    spec = bundle_spec(["sh", "-c", "echo hi; exit 7"], rootfs)
+    pid = create(shim, spec, rootfs=[mount], stdout=f"file://{out}")
+    assert (shim.task_dir / "init.pid").read_text().strip() == str(pid)
+    assert shim.client.call("state")["status"] == "CREATED"
+    assert mounts_under(shim.task_dir)
+
+    shim.client.call("start")
+    event = events.wait(pid)
+
+    assert event["type"] == "EXIT" and event["exit_status"] == 7
+    assert event["namespace"] == NS and event["id"] == shim.config.id
+    assert read_exits(shim.task_dir) == [
+        {"pid": pid, "exit_status": 7, "exited_at_ns": event["exited_at_ns"]}
+    ]
+    state = shim.client.call("state")
+    assert (state["status"], state["exit_status"], state["pid"]) == ("STOPPED", 7, pid)
+    assert state["exited_at_ns"] == event["exited_at_ns"]
+    with pytest.raises(NotFound):
+        shim.client.call("kill", signal=15, all=False, pid=0)
+    assert shim.client.call("delete") == {"exit_status": 7, "exited_at_ns": event["exited_at_ns"]}
+    assert not shim.task_dir.exists()
+    wait_until(lambda: not shim_alive(shim.pid))
+    assert not mounts_under(shim.task_dir)
+    assert shim.config.id not in runc_ids(shim.config.runc_root)
+    assert out.read_text() == "hi\n"
+
+
+@requires_root_and_runc
+def test_sigterm_ends_a_task_with_143_and_sigkill_with_137(spawn, events, busybox_rootfs):
+    term, kill = spawn(), spawn()
+    spec = json.loads(bundle_spec(["sleep", "30"], busybox_rootfs))
+    # Without its own pid namespace, sleep is not an init the kernel shields
+    # from signals it has no handler for.
+    namespaces = spec["linux"]["namespaces"]
+    spec["linux"]["namespaces"] = [ns for ns in namespaces if ns["type"] != "pid"]
+    term_pid = create(term, json.dumps(spec).encode())
+    kill_pid = create(kill, bundle_spec(["sleep", "30"], busybox_rootfs))
+    for shim in (term, kill):
+        shim.client.call("start")
+        assert shim.client.call("state")["status"] == "RUNNING"
+        assert shim.client.call("ps")["pids"]
+
+    term.client.call("kill", signal=signal.SIGTERM, all=False, pid=0)
+    kill.client.call("kill", signal=signal.SIGKILL, all=False, pid=kill_pid)
+
+    assert events.wait(term_pid)["exit_status"] == 143
+    assert events.wait(kill_pid)["exit_status"] == 137
+    assert term.client.call("delete")["exit_status"] == 143
+    assert kill.client.call("delete")["exit_status"] == 137
+
+
+@requires_root_and_runc
+def test_exec_reports_its_own_exit_and_a_missing_binary_is_a_failed_precondition(
+    spawn, events, busybox_rootfs
+):
+    shim = spawn()
+    init = create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    shim.client.call("start")
+    env = ["PATH=/bin"]
+    process = json.dumps({"args": ["sh", "-c", "exit 3"], "cwd": "/", "env": env}).encode()
+
+    pid = shim.client.call("exec", process=process, stdin="", stdout="", stderr="", terminal=False)[
+        "pid"
+    ]
+
+    assert pid != init
+    assert events.wait(pid)["exit_status"] == 3
+    assert shim.client.call("state")["execs"][0]["pid"] == pid
+    assert shim.client.call("state")["execs"][0]["exit_status"] == 3
+    with pytest.raises(NotFound):
+        shim.client.call("kill", signal=9, all=False, pid=pid)
+    with pytest.raises(FailedPrecondition, match="no-such-binary"):
+        missing = json.dumps({"args": ["/no-such-binary"], "cwd": "/", "env": env}).encode()
+        shim.client.call("exec", process=missing, stdin="", stdout="", stderr="", terminal=False)
+    with pytest.raises(FailedPrecondition):
+        shim.client.call("delete")  # still running
+    shim.client.call("kill", signal=9, all=False, pid=0)
+    assert events.wait(init)["exit_status"] == 137
+
+
+@requires_root_and_runc
+def test_a_create_that_fails_leaves_no_task_dir_no_shim_and_no_runc_state(spawn, busybox_rootfs):
+    shim = spawn()
+    with pytest.raises(FailedPrecondition, match="no-such-binary"):
+        create(shim, bundle_spec(["/no-such-binary"], busybox_rootfs))
+    assert not shim.task_dir.exists()
+    wait_until(lambda: not shim_alive(shim.pid))
+    assert shim.config.id not in runc_ids(shim.config.runc_root)
+
+
+@requires_root_and_runc
+def test_deleting_a_created_task_kills_its_init_with_status_137(spawn, events, busybox_rootfs):
+    shim = spawn()
+    pid = create(shim, bundle_spec(["true"], busybox_rootfs))
+    assert shim.client.call("delete")["exit_status"] == 137
+    assert events.wait(pid)["exit_status"] == 137
+    wait_until(lambda: not shim_alive(shim.pid))
+
+
+@requires_root_and_runc
+def test_a_shim_outlives_its_zygote_and_a_dead_zygote_is_replaced(spawn, busybox_rootfs):
+    zygote = ZygoteClient.start()
+    try:
+        shim = spawn(zygote_client=zygote)
+        create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+        old = zygote.pid
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: not shim_alive(old))
+        assert shim.client.call("state")["status"] == "CREATED"
+        again = spawn(zygote_client=zygote)
+        assert zygote.pid != old and shim_alive(again.pid)
+    finally:
+        zygote.close()
+
+
+@requires_root_and_runc
+def test_a_second_shim_for_the_same_task_dir_is_refused(spawn):
+    first = spawn()
+    with pytest.raises(Unavailable, match="another shim"):
+        spawn(first.config.id)
+    with pytest.raises(FailedPrecondition, match="not created"):
+        first.client.call("state")
+    assert shim_running(first.task_dir)
+
+
+@requires_root_and_runc
+def test_a_call_to_a_shim_that_died_is_unavailable_at_once(spawn, busybox_rootfs):
+    shim = spawn()
+    create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    os.kill(shim.pid, signal.SIGKILL)
+    wait_until(lambda: not shim_running(shim.task_dir))
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="not running"):
+        shim.client.call("state")
+    assert time.monotonic() - started < 1
+    # What the daemon does for a dead shim; here, so nothing outlives the test.
+    runc = Runc("runc", shim.config.runc_root)
+    runc.delete(shim.config.id, force=True)
+
+
+@requires_root_and_runc
+def test_checkpoint_where_criu_cannot_run_is_unavailable_and_the_task_runs_on(
+    spawn, busybox_rootfs, base
+):
+    reason = Runc().criu_available()
+    if reason is None:
+        pytest.skip("CRIU works on this host")
+    shim = spawn()
+    create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    shim.client.call("start")
+    with pytest.raises(Unavailable, match="CRIU"):
+        shim.client.call("checkpoint", image_path=str(base / "ckpt"), exit=True)
+    assert shim.client.call("state")["status"] == "RUNNING"
+
+
+@requires_root_and_runc
+def test_close_stdin_ends_the_input_of_cat_after_what_was_written(
+    spawn, events, busybox_rootfs, base
+):
+    shim = spawn()
+    fifo = base / f"{shim.config.id}.stdin"
+    os.mkfifo(fifo)
+    out = base / f"{shim.config.id}.out"
+    pid = create(
+        shim, bundle_spec(["cat"], busybox_rootfs), stdin=str(fifo), stdout=f"file://{out}"
+    )
+    shim.client.call("start")
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        os.write(writer, b"x")
+        shim.client.call("close_stdin", pid=0)
+        assert events.wait(pid)["exit_status"] == 0
+    finally:
+        os.close(writer)
+    assert out.read_text() == "x"
+
+
+@requires_root_and_runc
+def test_a_terminal_task_sees_the_size_set_before_start(spawn, events, busybox_rootfs, base):
+    shim = spawn()
+    out = base / f"{shim.config.id}.tty"
+    spec = bundle_spec(["sh", "-c", "stty size"], busybox_rootfs, terminal=True)
+    pid = create(shim, spec, stdout=f"file://{out}", terminal=True)
+    shim.client.call("pty", pid=0, width=100, height=40)
+    shim.client.call("start")
+    assert events.wait(pid)["exit_status"] == 0
+    assert "40 100" in out.read_text()
+
+
+@requires_root_and_runc
+def test_an_exec_with_a_terminal_can_be_resized(spawn, events, busybox_rootfs, base):
+    shim = spawn()
+    init = create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    shim.client.call("start")
+    out = base / f"{shim.config.id}.exec.tty"
+    args = ["sh", "-c", "sleep 0.3; stty size"]
+    process = json.dumps({"args": args, "cwd": "/", "env": ["PATH=/bin"], "terminal": True})
+    pid = shim.client.call(
+        "exec", process=process.encode(), stdin="", stdout=f"file://{out}", stderr="", terminal=True
+    )["pid"]
+    shim.client.call("pty", pid=pid, width=90, height=30)
+    assert events.wait(pid)["exit_status"] == 0
+    assert "30 90" in out.read_text()
+    shim.client.call("kill", signal=9, all=False, pid=0)
+    assert events.wait(init)["exit_status"] == 137
+
+
+@requires_root_and_runc
+def test_a_task_dir_too_deep_for_a_unix_address_still_serves_and_gets_its_terminal(
+    spawn, events, busybox_rootfs, base
+):
+    # Longest namespace and id the wire allows: the socket paths exceed 108 bytes.
+    shim = spawn(id="i" * 76, ns="n" * 76)
+    assert len(str(shim_socket(shim.task_dir))) > 108
+    out = base / "deep.tty"
+    spec = bundle_spec(["sh", "-c", "stty size"], busybox_rootfs, terminal=True)
+    pid = create(shim, spec, stdout=f"file://{out}", terminal=True)
+    shim.client.call("pty", pid=0, width=80, height=24)
+    shim.client.call("start")
+    assert events.wait(pid)["exit_status"] == 0
+    assert "24 80" in out.read_text()
+    shim.client.call("delete")
+    assert not shim.task_dir.exists()
+
+
+@requires_root_and_runc
+def test_memory_of_ten_idle_shims_is_printed(spawn, busybox_rootfs):
+    shims = [spawn() for _ in range(10)]
+    for shim in shims:
+        create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+        shim.client.call("start")
+    time.sleep(0.2)
+    pss = [pss_kib(shim.pid) for shim in shims]
+    print(
+        f"\nshim PSS with 10 shims: mean {sum(pss) / len(pss) / 1024:.2f} MiB, "
+        f"min {min(pss) / 1024:.2f}, max {max(pss) / 1024:.2f} (KiB: {pss})"
+    )
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise AssertionError("no Pss line")
