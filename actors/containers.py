@@ -26,6 +26,7 @@ from actors.metadata import DeleteContainer, DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
 from actors.task_state import TaskState
 from actors.tasks import ProcessExited, ShimActor, ShimCall, ShimDied, TaskActor, TaskOp, _Created
+from runtime.checkpoint import unpack_checkpoint
 from wire.errors import AlreadyExists, NotFound, Unavailable
 from wire.reply import Reply
 
@@ -189,6 +190,11 @@ class ContainerActor(SupervisedActor):
         try:
             shutil.rmtree(task_dir, ignore_errors=True)
             task_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            checkpoint = ""
+            if msg.checkpoint:
+                image = task_dir.parent / f".{self.container_id}.restore"
+                unpack_checkpoint(msg.checkpoint, rt.content, image)
+                checkpoint = str(image)
             rt.runc_root(self.ns).mkdir(mode=0o700, parents=True, exist_ok=True)
             shim_pid = rt.zygote.spawn(
                 rt.shim_config(self.ns, self.container_id, msg.runtime_binary)
@@ -204,7 +210,7 @@ class ContainerActor(SupervisedActor):
                         "stdout": msg.stdout,
                         "stderr": msg.stderr,
                         "terminal": msg.terminal,
-                        "checkpoint": msg.checkpoint,
+                        "checkpoint": checkpoint,
                     },
                 ),
                 timeout=120,
@@ -216,6 +222,9 @@ class ContainerActor(SupervisedActor):
             self._metadata(lambda done: DeleteTask(self.ns, self.container_id, done))
             msg.reply.fail(exc)
             return
+        finally:
+            # runc restore has read the images by the time create answers.
+            shutil.rmtree(task_dir.parent / f".{self.container_id}.restore", ignore_errors=True)
         state = TaskState(self.ns, self.container_id, pid=int(created["pid"]))
         self._start_task(state, task_dir, msg.spec, shim, msg.runtime_binary, shim_pid)
         assert self.task is not None
@@ -245,6 +254,7 @@ class ContainerActor(SupervisedActor):
             # actor reaped with one still queued would lose it.
             ended=lambda: registry.tell(ns, cid, TaskEnded(), start=False),
             cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
+            content=rt.content,
         )
         self.registry.pin((self.ns, self.container_id), True)
         if self.registry.watch is not None and shim_pid:

@@ -23,7 +23,7 @@ from typing import Any
 import pykka
 
 from actors.supervision import SupervisedActor
-from wire.codec import pack
+from wire.codec import pack, timestamp_or_nil
 from wire.errors import Unavailable
 from wire.reply import Reply
 
@@ -52,12 +52,6 @@ class Publish:
     pid: int = 0
     exit_status: int = 0
     exited_at_ns: int = 0
-
-
-def _ts(ns: int) -> Any:
-    from wire.codec import Timestamp
-
-    return Timestamp.from_unix_nano(ns)
 
 
 class EventBus(SupervisedActor):
@@ -110,11 +104,11 @@ class EventBus(SupervisedActor):
                 "type": event.type,
                 "pid": event.pid,
                 "exit_status": event.exit_status,
-                "exited_at": _ts(event.exited_at_ns)
+                "exited_at": timestamp_or_nil(event.exited_at_ns)
                 if event.type in ("EXIT", "DELETE") and event.exited_at_ns
                 else None,
                 "namespace": event.ns,
-                "timestamp": _ts(now),
+                "timestamp": timestamp_or_nil(now),
                 "seq": seq,
             }
         )

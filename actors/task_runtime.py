@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.content import ContentStore
 from runtime.mounts import unmount_all
 from runtime.runc import Runc, RuncError
 from runtime.shim.config import ShimConfig
@@ -30,6 +31,7 @@ class TaskRuntime:
     zygote: ZygoteClient
     runtimes: dict[str, str]  # runtime name -> OCI runtime binary
     events_address: str
+    content: ContentStore
 
     def task_dir(self, ns: str, cid: str) -> Path:
         """Where a task's bundle, shim socket and exit file live."""

@@ -28,8 +28,10 @@ from actors.events import Publish
 from actors.metadata import DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
 from actors.task_state import TaskState, TaskStatus
+from runtime.checkpoint import store_checkpoint
+from runtime.content import ContentStore
 from runtime.shim_client import ShimClient
-from wire.codec import Timestamp, pack
+from wire.codec import pack, timestamp_or_nil
 from wire.errors import BerthError, Unavailable
 from wire.reply import Reply
 
@@ -106,10 +108,6 @@ class _Created:
     reply: Reply
 
 
-def _ts(ns: int) -> Any:
-    return Timestamp.from_unix_nano(ns) if ns else None
-
-
 class TaskActor(SupervisedActor):
     """One task: its state, its operations in order, its events."""
 
@@ -124,6 +122,7 @@ class TaskActor(SupervisedActor):
         shim: pykka.ActorRef[Any],
         ended: Callable[[], None],
         cleanup: Callable[[TaskState], None],
+        content: ContentStore,
     ) -> None:
         super().__init__(supervisor)
         self.state = state
@@ -134,6 +133,7 @@ class TaskActor(SupervisedActor):
         self.shim = shim
         self._ended = ended
         self._cleanup = cleanup
+        self.content = content
 
     # plumbing
 
@@ -184,7 +184,7 @@ class TaskActor(SupervisedActor):
             "status": s.status.value,
             "spec": None,
             "exit_status": s.exit_status,
-            "exited_at": _ts(s.exited_at_ns),
+            "exited_at": timestamp_or_nil(s.exited_at_ns),
         }
 
     # messages
@@ -310,7 +310,12 @@ class TaskActor(SupervisedActor):
     def _op_checkpoint(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_live()
         result = self._call("checkpoint", **args)
-        reply.ok({"descriptors": result.get("descriptors", [])})
+        image = Path(result["image_path"])
+        try:
+            descriptor = store_checkpoint(image, self.content)
+        finally:
+            shutil.rmtree(image, ignore_errors=True)
+        reply.ok({"descriptors": [descriptor]})
 
     def _op_delete(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_deletable()
@@ -335,7 +340,7 @@ class TaskActor(SupervisedActor):
                 {
                     "container_id": s.container_id,
                     "exit_status": s.exit_status,
-                    "exited_at": _ts(s.exited_at_ns),
+                    "exited_at": timestamp_or_nil(s.exited_at_ns),
                 }
             )
         )

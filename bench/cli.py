@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import containers
+from bench import containers, tasks
 from bench.load import Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
@@ -42,6 +42,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Containers service: create, get, update, list, delete; scale and memory checks",
         containers.add_arguments,
         containers.run,
+    ),
+    Scenario(
+        "tasks",
+        "Tasks service: lifecycle, exec, exit -> event latency and shim memory, beside raw runc",
+        tasks.add_arguments,
+        tasks.run,
     ),
 )
 

@@ -36,6 +36,7 @@ from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
 from berth.services.tasks import TasksService
 from berth.services.version import VersionService
+from runtime.content import ContentStore
 from runtime.zygote import ZygoteClient
 from wire.frontend import FrontEnd, Route
 from wire.listen import Listener, ListenError, bind
@@ -94,7 +95,13 @@ class Daemon:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         events_address = f"ipc://{config.state}/shim-events.sock"
         self.zygote = ZygoteClient.start()
-        self.task_runtime = TaskRuntime(config.state, self.zygote, config.runtimes, events_address)
+        self.task_runtime = TaskRuntime(
+            config.state,
+            self.zygote,
+            config.runtimes,
+            events_address,
+            ContentStore(config.root),
+        )
         self.containers = ContainerActors(
             self.directory,
             self.supervisor,
@@ -138,7 +145,12 @@ class Daemon:
         table.update(ContainersService(self.store, self.directory, self.containers).routes())
         table.update(
             TasksService(
-                self.store, self.directory, self.containers, self.config.runtimes, self.config.state
+                self.store,
+                self.directory,
+                self.containers,
+                self.config.runtimes,
+                self.config.state,
+                self.config.root,
             ).routes()
         )
         table.update(VersionService().routes())

@@ -15,7 +15,7 @@ import msgpack
 
 from wire.errors import InvalidArgument
 
-__all__ = ["Timestamp", "now", "pack", "timestamp_ns", "unpack"]
+__all__ = ["Timestamp", "now", "pack", "timestamp_ns", "timestamp_or_nil", "unpack"]
 
 Timestamp = msgpack.Timestamp
 
@@ -42,6 +42,11 @@ def unpack(payload: bytes) -> Any:
 def now() -> msgpack.Timestamp:
     """The current wall-clock time as a wire Timestamp."""
     return msgpack.Timestamp.from_unix_nano(time.time_ns())
+
+
+def timestamp_or_nil(ns: int) -> msgpack.Timestamp | None:
+    """A wire Timestamp for ``ns`` nanoseconds since the epoch; nil (None) for 0, "never"."""
+    return msgpack.Timestamp.from_unix_nano(ns) if ns else None
 
 
 def timestamp_ns(ts: msgpack.Timestamp) -> int:

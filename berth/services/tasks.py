@@ -18,9 +18,11 @@ from actors.events import Subscribe
 from actors.store import Store, ns_key, ns_prefix
 from actors.supervision import Directory
 from actors.tasks import TaskOp
+from runtime.content import ContentStore
+from runtime.runc import Runc
 from runtime.spec import bundle_spec, load_process, load_spec
 from runtime.stdio import check_stdio
-from wire.codec import Timestamp, pack, unpack
+from wire.codec import pack, timestamp_or_nil, unpack
 from wire.errors import InvalidArgument, NotFound, Unavailable
 from wire.frontend import Request, Route
 from wire.identifiers import check_identifier
@@ -51,7 +53,6 @@ PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 def task_from_record(container_id: str, record: dict[str, Any]) -> dict[str, Any]:
     """The wire Task for a stored task record."""
-    exited = int(record.get("exited_at_ns", 0))
     return {
         "id": container_id,
         "container_id": container_id,
@@ -59,7 +60,7 @@ def task_from_record(container_id: str, record: dict[str, Any]) -> dict[str, Any
         "status": record.get("status", "UNKNOWN"),
         "spec": None,
         "exit_status": int(record.get("exit_status", 0)),
-        "exited_at": Timestamp.from_unix_nano(exited) if exited else None,
+        "exited_at": timestamp_or_nil(int(record.get("exited_at_ns", 0))),
     }
 
 
@@ -73,12 +74,14 @@ class TasksService:
         actors: ContainerActors,
         runtimes: dict[str, str],
         state: Path,
+        root: Path,
     ) -> None:
         self.store = store
         self.directory = directory
         self.actors = actors
         self.runtimes = runtimes
         self.state = state
+        self.content = ContentStore(root)
 
     def routes(self) -> dict[str, Route]:
         """This service's entries of the method table."""
@@ -144,8 +147,13 @@ class TasksService:
         owner = f'task "{cid}"'
         for name in ("stdin", "stdout", "stderr"):
             check_stdio(body[name], field=name, owner=owner)
+        checkpoint = ""
         if body["checkpoint"] is not None:
-            raise Unavailable(f"{owner}: restore from a checkpoint needs CRIU, not usable here")
+            checkpoint = body["checkpoint"]["digest"]
+            self.content.path_of(checkpoint)  # InvalidArgument / NotFound before anything
+            reason = Runc().criu_available()
+            if reason is not None:
+                raise Unavailable(f"{owner}: restore needs CRIU, which cannot run here: {reason}")
         with self.store.read() as txn:
             raw = txn.get(ns_key(request.ns, cid), db=self.store.containers)
         if raw is None:
@@ -175,7 +183,7 @@ class TasksService:
                 body["stdout"],
                 body["stderr"],
                 body["terminal"],
-                "",
+                checkpoint,
                 binary,
                 request.reply,
             ),

@@ -83,3 +83,69 @@ def test_scale_memory_and_targets_are_reported(report: dict) -> None:
     statuses = {t["name"]: t["status"] for t in report["targets"]}
     assert set(statuses.values()) <= {"PASS", "MISS", "SKIP"}
     assert report["daemon"]["spawned"] is True
+
+
+# --- berth-bench tasks -----------------------------------------------------------
+
+TASK_LATENCIES = {
+    "lifecycle",
+    "container_create",
+    "task_create",
+    "task_start",
+    "wait_exit",
+    "task_delete",
+    "container_delete",
+    "runc_run",
+    "exec_wait",
+    "exec_call",
+    "exit_event",
+    "exit_stamp",
+}
+
+
+@pytest.fixture(scope="module")
+def tasks_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run ``berth-bench tasks`` once, small: 3 iterations, 3 running tasks."""
+    from tests.e2e.conftest import SKIP_REASON
+
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    out = tmp_path_factory.mktemp("bench-tasks") / "t.json"
+    argv = ["tasks", "--iterations", "3", "--tasks", "3", "--json", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cli", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
+    assert "targets" in run.stdout and "raw runc run of true" in run.stdout
+    return json.loads(out.read_text())
+
+
+def test_tasks_runs_clean_and_reports_every_latency(tasks_report: dict) -> None:
+    assert tasks_report["scenario"] == "tasks"
+    assert tasks_report["aborted"] is None
+    assert tasks_report["correctness"] == {"breaches": [], "breach_count": 0}
+    assert set(tasks_report["latency_ms"]) == TASK_LATENCIES
+    for key, lat in tasks_report["latency_ms"].items():
+        assert lat["n"] == 3, (key, lat)
+        assert len(tasks_report["samples_ns"][key]) == 3, key
+        if key != "exit_stamp":  # a difference of two clocks' readings: not ordered
+            assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"], (key, lat)
+
+
+def test_tasks_reports_memory_events_and_targets(tasks_report: dict) -> None:
+    memory = tasks_report["memory"]
+    assert memory["running_tasks"] == 3
+    assert memory["shims"]["count"] == 3
+    assert 0 < memory["shims"]["pss_mean_kib"] <= memory["shims"]["rss_mean_kib"]
+    assert memory["daemon"]["rss_kib"] > 0 and memory["zygote"]["rss_kib"] > 0
+    events = tasks_report["events"]
+    assert events["out_of_order"] == [] and events["gaps"] == 0
+    # 6 lifecycles and 6 execs (3 warm-up rounds each), the exec task's init, 3 killed tasks
+    assert events["by_type"]["EXIT"] == 6 + 6 + 1 + 3
+    statuses = {t["name"]: t["status"] for t in tasks_report["targets"]}
+    assert len(statuses) == 5 and set(statuses.values()) <= {"PASS", "MISS"}
+    assert tasks_report["daemon"]["spawned"] is True and tasks_report["daemon"]["exit_code"] == 0

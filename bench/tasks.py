@@ -1,0 +1,173 @@
+"""``berth-bench tasks``: the benchmark of the Tasks service, beside raw ``runc run``.
+
+One client, one thing at a time, in namespace ``bench-tasks``; an Events
+subscription (:mod:`bench.task_events`) is opened before anything starts
+and every ``EXIT`` is awaited through it. After a few warm-up rounds:
+
+1. **lifecycle of ``true``** (``--iterations``): container create, task
+   create, start, wait for the ``EXIT``, task delete, container delete;
+   each step is timed too. Each round alternates with one raw
+   ``runc run`` of the same spec (:mod:`bench.task_host`), so the floor is
+   measured under the same conditions;
+2. **exec + wait of ``true``** (``--iterations``) in a task running
+   ``sleep 600``: the Exec call until the ``EXIT`` of the exec's pid;
+3. **memory** with ``--tasks`` tasks running ``sleep 600``: PSS and RSS of
+   every shim (title ``berth-shim bench-tasks/<id>``), and of a spawned
+   berthd and its zygote;
+4. **exit -> event**: each of those tasks' init is SIGKILLed by the bench
+   itself (``os.kill``), from just before the kill until its ``EXIT``
+   frame is received; the event's ``exited_at`` minus the wall-clock time of
+   the kill is a cross-check.
+
+There are no snapshots yet: the containers run on the spec's absolute
+``root.path``, a busybox directory, read-only. Correctness: every started
+process's ``EXIT`` must arrive (with the expected status) and seqs must
+increase; any breach makes the run exit 1. Everything created is removed,
+also on failure; with a spawned daemon, leftover shims and runc state too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import berth
+from bench.load import RunOptions
+from bench.report import write_json
+from bench.target import CpuMeter, Target, TargetError, host_busy, open_target
+from bench.task_bench import NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
+from bench.task_events import SubscriberError
+from bench.task_report import TasksOutcome, evaluate_targets, format_report
+from bench.task_report import report_json as tasks_report_json
+
+__all__ = ["add_arguments", "run"]
+
+_BUSY_WARNING = 0.15  # host CPU busy before the run above which the figures are flagged
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this scenario only (bench.cli adds the common ones)."""
+    parser.add_argument(
+        "--iterations",
+        type=_at_least_one,
+        default=100,
+        metavar="N",
+        help="measured lifecycles, raw runc runs and execs, each (default 100)",
+    )
+    parser.add_argument(
+        "--tasks",
+        type=_at_least_one,
+        default=50,
+        metavar="M",
+        help="running tasks for the memory reading, then killed one by one for "
+        "the exit -> event latency (default 50)",
+    )
+
+
+_ABORTING = (TargetError, SubscriberError, berth.BerthError, RuntimeError, OSError)
+
+
+def _measure(
+    target: Target, options: RunOptions, args: argparse.Namespace, outcome: TasksOutcome
+) -> None:
+    """Every measurement against ``target``, into ``outcome``; cleanup even when one fails."""
+    workdir = Path(tempfile.mkdtemp(prefix="bt-", dir=options.workdir or "/tmp"))
+    try:
+        bench = TaskBench(target, options, workdir, outcome)
+        try:
+            if leftovers := bench.clear_namespace():
+                outcome.notes.append(f"removed {len(leftovers)} leftover container(s)")
+            bench.events.start()
+            bench.lifecycles(args.iterations)
+            bench.execs(args.iterations)
+            bench.memory_and_exits(args.tasks)
+            target.check_alive()
+        finally:
+            with contextlib.suppress(*_ABORTING):
+                bench.cleanup()
+            bench.close()
+            sweep(target, outcome)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _daemon_json(target: Target) -> dict[str, Any]:
+    return {
+        "spawned": target.spawned,
+        "pid": target.pid,
+        "exit_code": target.exit_code,
+        "killed_after_sigterm": target.killed,
+        "log_tail": target.log_tail(),
+    }
+
+
+def run(options: RunOptions, args: argparse.Namespace) -> int:
+    """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    outcome = TasksOutcome()
+    aborted: str | None = None
+    target: Target | None = None
+    daemon: dict[str, Any] = {"spawned": None}
+    idle = host_busy(1.0)
+    meter = CpuMeter(None)
+    try:
+        with open_target(options.address, workdir=options.workdir) as target:
+            meter = CpuMeter(target.pid)
+            meter.begin()
+            try:
+                _measure(target, options, args, outcome)
+            except _ABORTING as exc:
+                aborted = f"{type(exc).__name__}: {exc}"
+            meter.end()
+            target.stop()
+            daemon = _daemon_json(target)  # before the spawned daemon's directory goes
+    except TargetError as exc:  # it could not be spawned
+        aborted = f"{type(exc).__name__}: {exc}"
+    if outcome.events is not None and outcome.events.out_of_order:
+        outcome.breaches.append(f"event seqs not increasing: {outcome.events.out_of_order[:10]}")
+    targets = evaluate_targets(outcome)
+    print(format_report(outcome, targets))
+    if idle is not None and idle > _BUSY_WARNING:
+        print(f"warning: the machine was {idle:.0%} busy before the run; the figures are not clean")
+    if meter.host_busy is not None:
+        cores = "" if meter.daemon_cores is None else f", berthd {meter.daemon_cores:.2f} cores"
+        print(f"during the run: host {meter.host_busy:.0%} busy{cores}")
+    if aborted:
+        print(f"ABORTED: {aborted}")
+    if target is not None and target.spawned and target.exit_code != 0:
+        print(f"note: berthd exited {target.exit_code} on SIGTERM; log tail in the JSON report")
+    config: dict[str, Any] = {
+        "address": options.address,
+        "namespace": NAMESPACE,
+        "iterations": args.iterations,
+        "warmup_rounds": WARMUP_ROUNDS,
+        "tasks": args.tasks,
+        "timeout_s": options.timeout,
+        "host_busy_before": idle,
+        "host_busy_during": meter.host_busy,
+        "daemon_cores_during": meter.daemon_cores,
+        "rootfs": "busybox directory as the spec's absolute root.path, readonly (no snapshots)",
+    }
+    report = tasks_report_json(
+        outcome,
+        targets,
+        started=started,
+        config=config,
+        daemon=daemon,
+        aborted=aborted,
+    )
+    write_json(options.json_path, report)
+    print(f"report: {options.json_path}")
+    return 1 if outcome.breaches or aborted else 0
