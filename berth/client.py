@@ -117,8 +117,10 @@ class _SyncInvoker(_InvokerBase):
         return rpc.extract(self.transport.call(rpc.method, rpc.body, namespace=ns, timeout=timeout))
 
     def stream(self, rpc: _Rpc) -> Generator[Any, None, None]:
+        # Eager: the call returns once the stream is in place, so a caller
+        # that subscribes to Events and then acts misses nothing.
         ns, timeout = self._options(rpc)
-        return self.transport.stream(
+        return self.transport.open_stream(
             rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
         )
 
@@ -363,9 +365,13 @@ class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
             _MapList, self._unary(_Rpc(_TASKS + "Checkpoint", body, itemgetter("descriptors")))
         )
 
-    def events(self) -> _MapIter:
-        """``Events``: every task event of the namespace from now on (a stream)."""
-        return cast(_MapIter, self._stream(_Rpc(_TASKS + "Events", {})))
+    def events(self, *, timeout: float | None = None) -> _MapIter:
+        """``Events``: every task event of the namespace from now on (a stream).
+
+        With :class:`Client` the subscription is live when this returns. It
+        has no deadline unless ``timeout`` (seconds) is given.
+        """
+        return cast(_MapIter, self._stream(_Rpc(_TASKS + "Events", {}, timeout=timeout)))
 
 
 class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
@@ -429,8 +435,9 @@ class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
     ``$BERTH_ADDRESS``, else ``ipc:///run/berth/berth.sock``; ``timeout`` is
     in seconds (None: wait forever). For a ``tcp://`` daemon pass its CURVE
     ``server_public_key`` and this client's ``(public, secret)`` key pair.
-    Streams are generators: ``close()`` one (or drop it after ``break``) to
-    cancel it on the daemon.
+    A streaming method sends its request at once and returns a generator
+    when the stream is in place (its ``ready`` frame came); ``close()`` the
+    generator (or drop it after ``break``) to cancel it on the daemon.
     """
 
     def __init__(

@@ -322,16 +322,46 @@ class SyncTransport(_Connection):
         timeout: float | None,
         extract: Callable[[Body], _T] = _identity,
     ) -> Generator[_T, None, None]:
-        """Yield ``extract(body)`` of each item of a server stream."""
+        """Yield ``extract(body)`` of each item of a server stream (sent on the first read)."""
+        yield from self.open_stream(
+            method, body, namespace=namespace, timeout=timeout, extract=extract
+        )
+
+    def open_stream(
+        self,
+        method: str,
+        body: Body | None,
+        *,
+        namespace: str,
+        timeout: float | None,
+        extract: Callable[[Body], _T] = _identity,
+    ) -> Generator[_T, None, None]:
+        """Send a stream's request now; return once it is in place (its ``ready`` came).
+
+        What the server sends after that is not missed: for ``Events``, the
+        subscription is live when this returns.
+        """
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
             self._send(payload, deadline)
-            while True:
-                step = self._core.stream_step(call_id, self._wait(call_id, deadline))
-                if step is StreamMarker.END:
-                    return
+            step = self._core.stream_step(call_id, self._wait(call_id, deadline))
+        except BaseException:
+            self._end_stream(call_id, deadline)
+            raise
+        return self._stream_rest(call_id, deadline, extract, step)
+
+    def _stream_rest(
+        self,
+        call_id: int,
+        deadline: float | None,
+        extract: Callable[[Body], _T],
+        step: Body | StreamMarker,
+    ) -> Generator[_T, None, None]:
+        try:
+            while step is not StreamMarker.END:
                 if step is not StreamMarker.READY:
                     yield extract(step)
+                step = self._core.stream_step(call_id, self._wait(call_id, deadline))
         finally:
             self._end_stream(call_id, deadline)
 

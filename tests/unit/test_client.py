@@ -324,3 +324,39 @@ def test_exported_members():
         "oci_spec_any",
     ]
     assert berth.__version__ == "0.1.0"
+
+
+def test_a_sync_stream_is_in_place_when_the_method_returns(tmp_path):
+    """Regression: Events subscribed lazily missed what happened before the first read."""
+    import threading
+
+    import msgpack
+    import zmq
+
+    import berth
+
+    address = f"ipc://{tmp_path}/ready.sock"
+    ctx = zmq.Context.instance()
+    server = ctx.socket(zmq.ROUTER)
+    server.bind(address)
+    seen = threading.Event()
+
+    def serve():
+        frames = server.recv_multipart()
+        request = msgpack.unpackb(frames[-1])
+        seen.set()
+        head = frames[:-1]
+        rid = request["id"]
+        server.send_multipart([*head, msgpack.packb({"v": 1, "id": rid, "ready": True})])
+        body = {"v": 1, "id": rid, "body": {"type": "START"}, "more": True}
+        server.send_multipart([*head, msgpack.packb(body)])
+        server.send_multipart([*head, msgpack.packb({"v": 1, "id": rid, "end": True})])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with berth.Client(address, timeout=5) as client:
+        events = client.tasks.events()
+        assert seen.is_set(), "the request must be sent before events() returns"
+        assert [e["type"] for e in events] == ["START"]
+    thread.join(5)
+    server.close(linger=0)
