@@ -256,7 +256,7 @@ class ContainerActor(SupervisedActor):
             cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
             content=rt.content,
         )
-        self.registry.pin((self.ns, self.container_id), True)
+        self.registry.pin((self.ns, self.container_id), self.task)
         if self.registry.watch is not None and shim_pid:
             self.registry.watch(self.ns, self.container_id, shim_pid)
 
@@ -286,7 +286,7 @@ class ContainerActor(SupervisedActor):
             if ref is not None:
                 ref.stop(block=False)
         self.task = self.shim = None
-        self.registry.pin((self.ns, self.container_id), False)
+        self.registry.pin((self.ns, self.container_id), None)
 
 
 class ContainerActors:
@@ -310,14 +310,17 @@ class ContainerActors:
         # (ns, id) -> [ref, messages in flight, last activity (monotonic)]
         self._actors: dict[tuple[str, str], list[Any]] = {}
         self._pinned: set[tuple[str, str]] = set()  # containers with a task
+        self._tasks: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
 
-    def pin(self, key: tuple[str, str], pinned: bool) -> None:
-        """Keep (or stop keeping) a container's actor while it has a task."""
+    def pin(self, key: tuple[str, str], task: pykka.ActorRef[Any] | None) -> None:
+        """Keep a container's actor while it has a task (``task``), or stop keeping it."""
         with self._lock:
-            if pinned:
+            if task is not None:
                 self._pinned.add(key)
+                self._tasks[key] = task
             else:
                 self._pinned.discard(key)
+                self._tasks.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -333,6 +336,15 @@ class ContainerActors:
         and ``start`` is False.
         """
         key = (ns, container_id)
+        if isinstance(message, ProcessExited):
+            # Straight to the task: one hop less on the exit -> event path.
+            task = self._tasks.get(key)
+            if task is not None:
+                try:
+                    task.tell(message)
+                    return True
+                except pykka.ActorDeadError:
+                    pass
         with self._lock:
             entry = self._actors.get(key)
             if entry is None:

@@ -215,9 +215,12 @@ class TaskActor(SupervisedActor):
     def _exited(self, event: ProcessExited) -> None:
         if not self.state.exited(event.pid, event.exit_status, event.exited_at_ns):
             return  # already known: the exit file and the event queue both carry it
+        # Published before the task record is updated: the exit is already
+        # durable in the shim's exit file, from which a restarted daemon
+        # recovers it (re-emitting EXIT if it crashed in between).
+        self._publish("EXIT", event.pid, event.exit_status, event.exited_at_ns)
         if event.pid == self.state.pid:
             self._persist()
-        self._publish("EXIT", event.pid, event.exit_status, event.exited_at_ns)
 
     def _shim_died(self) -> None:
         if self.state.status is TaskStatus.STOPPED and self.task_dir.exists() is False:

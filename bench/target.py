@@ -109,6 +109,7 @@ class Target:
     address: str
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
+    state_dir: Path | None = None
     exit_code: int | None = None
     killed: bool = False  # it ignored SIGTERM for _STOP_TIMEOUT_S and was killed
 
@@ -159,10 +160,31 @@ class Target:
         return self.exit_code
 
 
+def _state_parent() -> str | None:
+    # berthd's default state dir, /run/berth, is a tmpfs on a normal host;
+    # where this machine's /run is not, take /dev/shm so the shims' exit
+    # files cost what they cost in production (the root stays on disk).
+    try:
+        with open("/proc/self/mounts") as mounts:
+            tmpfs = {line.split()[1] for line in mounts if line.split()[2] == "tmpfs"}
+    except OSError:
+        return None
+    for candidate in ("/run", "/dev/shm"):
+        if candidate in tmpfs:
+            return candidate
+    return None
+
+
 def _spawn(parent_dir: str | None, log_level: str) -> Target:
     workdir = Path(tempfile.mkdtemp(prefix="bb-", dir=parent_dir or "/tmp"))
     sock = workdir / "b.sock"
-    target = Target(address=f"ipc://{sock}", workdir=workdir)
+    state_parent = _state_parent()
+    state = (
+        Path(tempfile.mkdtemp(prefix="bb-state-", dir=state_parent))
+        if state_parent
+        else workdir / "state"
+    )
+    target = Target(address=f"ipc://{sock}", workdir=workdir, state_dir=state)
     log = open(workdir / "berthd.log", "ab")  # noqa: SIM115 - the child owns it
     target.proc = subprocess.Popen(
         [
@@ -172,7 +194,7 @@ def _spawn(parent_dir: str | None, log_level: str) -> Target:
             "--root",
             str(workdir / "root"),
             "--state",
-            str(workdir / "state"),
+            str(state),
             "--address",
             target.address,
             "--log-level",
@@ -208,3 +230,5 @@ def open_target(
         target.stop()
         if target.workdir is not None:
             shutil.rmtree(target.workdir, ignore_errors=True)
+        if target.state_dir is not None:
+            shutil.rmtree(target.state_dir, ignore_errors=True)

@@ -66,9 +66,9 @@ class TaskBench:
     ) -> None:
         self.target = target
         self.outcome = outcome
-        self.client = berth.Client(target.address, namespace=NAMESPACE, timeout=options.timeout)
         self.rootfs = make_rootfs(workdir / "rootfs")
         self.raw = RawRunc(workdir, ["true"], self.rootfs)
+        self.client = berth.Client(target.address, namespace=NAMESPACE, timeout=options.timeout)
         self.events = EventSubscriber(target.address, NAMESPACE)
         self.live: dict[str, int] = {}  # containers made and not yet deleted -> init pid
         self._ids = itertools.count()
@@ -161,6 +161,7 @@ class TaskBench:
             running[cid] = self._start_task(cid, ["sleep", "600"])
         time.sleep(_SETTLE_S)
         self.read_memory(len(running))
+        stopped = []
         for cid, pid in running.items():
             time.sleep(_KILL_PAUSE_S)
             wall = time.time_ns()
@@ -168,15 +169,28 @@ class TaskBench:
             os.kill(pid, signal.SIGKILL)
             seen = self._await_exit(cid, pid, 128 + signal.SIGKILL, "task")
             if seen is None:
-                continue
+                continue  # left to cleanup
             self.outcome.add("exit_event", seen.received_ns - began)
-            if (exited_at := seen.event.get("exited_at")) is not None:
-                self.outcome.add("exit_stamp", timestamp_ns(exited_at) - wall)
-        for cid in running:
-            if cid in self.live:
-                self.client.tasks.delete(cid)
-                self.client.containers.delete(cid)
-                del self.live[cid]
+            self._split_exit(seen, wall)
+            stopped.append(cid)
+        for cid in stopped:
+            self.client.tasks.delete(cid)
+            self.client.containers.delete(cid)
+            del self.live[cid]
+
+    def _split_exit(self, seen: ExitSeen, killed_wall_ns: int) -> None:
+        """Where an exit's latency went, by wall clock: the shim, the daemon, the delivery.
+
+        ``exited_at`` is stamped by the shim when it reaps the process, the
+        event's ``timestamp`` by the event bus when it publishes it (after
+        the task's record is committed); the bench stamps the frame's arrival.
+        """
+        exited_at, published = seen.event.get("exited_at"), seen.event.get("timestamp")
+        if exited_at is None or published is None:
+            return
+        self.outcome.add("exit_stamp", timestamp_ns(exited_at) - killed_wall_ns)
+        self.outcome.add("exit_daemon", timestamp_ns(published) - timestamp_ns(exited_at))
+        self.outcome.add("exit_deliver", seen.received_wall_ns - timestamp_ns(published))
 
     def read_memory(self, running: int) -> None:
         """PSS and RSS of the namespace's shims, and of a spawned berthd and its zygote."""

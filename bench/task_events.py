@@ -7,9 +7,11 @@ thread then reads every frame, stamping it with ``time.perf_counter_ns()``
 the moment ``recv`` returns, so the arrival time of an ``EXIT`` does not
 depend on when the thread that waits for it gets the GIL back.
 
-The raw socket (rather than ``berth.Client.tasks.events()``) is used
-because the client's iterator hides the ``ready`` frame, and the bench must
-know the subscription is live before it acts.
+A raw socket on a thread of its own (rather than ``berth.Client``'s
+``tasks.events()``, which is not to be shared across threads) lets the
+arrival of each frame be stamped the moment ``recv`` returns, while the
+main thread makes its calls; the bench still waits for ``ready`` so that
+the subscription is live before it acts.
 
 The thread also checks the stream: every ``seq`` must be greater than the
 one before (a breach otherwise); a jump of more than one is counted as a
@@ -45,9 +47,10 @@ class SubscriberError(RuntimeError):
 
 @dataclass(frozen=True)
 class ExitSeen:
-    """An ``EXIT`` event and the ``perf_counter_ns`` at which its frame was received."""
+    """An ``EXIT`` event and when its frame was received: ``perf_counter_ns`` and wall clock."""
 
     received_ns: int
+    received_wall_ns: int
     event: dict[str, Any]
 
 
@@ -161,6 +164,7 @@ class EventSubscriber:
                 continue
             payload = sock.recv_multipart()[-1]
             received = time.perf_counter_ns()
+            received_wall = time.time_ns()
             frame = unpack(payload)
             if not isinstance(frame, dict) or frame.get("id") != self._stream_id:
                 continue
@@ -173,9 +177,9 @@ class EventSubscriber:
             if frame.get("ready"):
                 self._ready.set()
             elif frame.get("more"):
-                self._file(frame.get("body") or {}, received)
+                self._file(frame.get("body") or {}, received, received_wall)
 
-    def _file(self, event: dict[str, Any], received_ns: int) -> None:
+    def _file(self, event: dict[str, Any], received_ns: int, received_wall_ns: int) -> None:
         stats = self.stats
         stats.received += 1
         stats.by_type[str(event.get("type"))] += 1
@@ -197,7 +201,7 @@ class EventSubscriber:
             if key in self._exits:
                 stats.duplicate_exits += 1
             else:
-                self._exits[key] = ExitSeen(received_ns, event)
+                self._exits[key] = ExitSeen(received_ns, received_wall_ns, event)
             self._cond.notify_all()
 
     def _fail(self, reason: str) -> None:

@@ -1,10 +1,10 @@
-"""The Tasks benchmark's yardsticks and report: containerd's figures, targets, table, JSON.
+"""The Tasks benchmark's report: the outcome of a run, the human table, the JSON document.
 
 :class:`TasksOutcome` is what a run of :mod:`bench.tasks` measured and
 checked (raw nanosecond samples per measurement, memory readings, breaches);
-:func:`evaluate_targets` judges it against the issue's targets,
-:func:`format_report` prints it beside containerd's figures and
-:func:`report_json` turns it into the JSON report.
+:func:`format_report` prints it beside containerd's figures
+(:mod:`bench.task_targets`) and :func:`report_json` turns it into the JSON
+report.
 """
 
 from __future__ import annotations
@@ -20,34 +20,16 @@ from bench.stats import percentile
 from bench.targets import TargetResult
 from bench.task_events import EventStats
 from bench.task_host import ProcessMemory
+from bench.task_targets import (
+    CONTAINERD_LIFECYCLE_P99_MS,
+    CONTAINERD_MS,
+    CONTAINERD_SHIM_PSS_MB,
+    CONTAINERD_SHIM_RSS_MB,
+)
 
-__all__ = [
-    "CONTAINERD_MS",
-    "ROWS",
-    "Latency",
-    "MemorySummary",
-    "TasksOutcome",
-    "evaluate_targets",
-    "format_report",
-    "report_json",
-]
+__all__ = ["ROWS", "Latency", "MemorySummary", "TasksOutcome", "format_report", "report_json"]
 
 _NS_PER_MS = 1_000_000
-# containerd 1.6.20 + runc 1.1.5 on this machine, through its API (from the issue), p50 ms.
-# Its lifecycle includes snapshot prepare/remove, which berth has no equivalent of yet.
-CONTAINERD_MS: dict[str, float] = {
-    "lifecycle": 92.0,
-    "task_create": 47.0,
-    "task_start": 10.6,
-    "task_delete": 23.7,
-    "exec_wait": 27.0,
-    "exit_event": 1.2,
-    "runc_run": 30.0,
-}
-CONTAINERD_LIFECYCLE_P99_MS = 125.0
-CONTAINERD_SHIM_PSS_MB = 2.9
-CONTAINERD_SHIM_RSS_MB = 13.1
-_MB_KIB = 1e6 / 1024  # targets in MB are read as 10^6 bytes: the stricter reading of "MB"
 
 # The table's rows: (key of the samples, label).
 ROWS: tuple[tuple[str, str], ...] = (
@@ -62,7 +44,9 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("exec_wait", "exec + wait of true"),
     ("exec_call", "  Exec call alone"),
     ("exit_event", "exit -> event received"),
-    ("exit_stamp", "  exited_at - kill time"),
+    ("exit_stamp", "  kill -> exited_at"),
+    ("exit_daemon", "  exited_at -> published"),
+    ("exit_deliver", "  published -> received"),
 )
 
 
@@ -136,63 +120,6 @@ class TasksOutcome:
         """The summary of measurement ``key``, None if it has no sample."""
         values = self.samples.get(key)
         return Latency.of(values) if values else None
-
-
-def _target(name: str, goal: str, measured: str | None, ok: bool) -> TargetResult:
-    if measured is None:
-        return TargetResult(name, goal, "not measured", "SKIP")
-    return TargetResult(name, goal, measured, "PASS" if ok else "MISS")
-
-
-def evaluate_targets(outcome: TasksOutcome) -> list[TargetResult]:
-    """The issue's targets, judged on this run's figures (informational)."""
-    results = []
-    life, runc = outcome.latency("lifecycle"), outcome.latency("runc_run")
-    ref = CONTAINERD_MS["lifecycle"]
-    goal_ms = 55.0  # the issue's rounding of 0.6 x 92 ms
-    results.append(
-        _target(
-            "lifecycle p50 vs containerd",
-            f"<= 0.6x containerd's {ref:g} ms = {goal_ms:g} ms",
-            None if life is None else f"{life.p50_ms:.1f} ms = {life.p50_ms / ref:.2f}x",
-            life is not None and life.p50_ms <= goal_ms,
-        )
-    )
-    measured = None
-    if life is not None and runc is not None and runc.p50_ms:
-        measured = f"{life.p50_ms:.1f} / {runc.p50_ms:.1f} ms = {life.p50_ms / runc.p50_ms:.2f}x"
-    results.append(
-        _target(
-            "lifecycle p50 vs raw runc run (same run)",
-            "<= 1.5x",
-            measured,
-            life is not None and runc is not None and life.p50_ms <= 1.5 * runc.p50_ms,
-        )
-    )
-    for key, name, strict in (
-        ("exec_wait", "exec + wait p50", False),
-        ("exit_event", "exit -> event p50", True),
-    ):
-        lat, ref = outcome.latency(key), CONTAINERD_MS[key]
-        ok = lat is not None and (lat.p50_ms < ref if strict else lat.p50_ms <= ref)
-        results.append(
-            _target(
-                name,
-                f"{'<' if strict else '<='} {ref:g} ms (containerd)",
-                None if lat is None else f"{lat.p50_ms:.3f} ms",
-                ok,
-            )
-        )
-    shims, goal_kib = outcome.shims, CONTAINERD_SHIM_PSS_MB * _MB_KIB
-    results.append(
-        _target(
-            f"shim PSS, mean over {outcome.running_tasks} running tasks",
-            f"<= {CONTAINERD_SHIM_PSS_MB:g} MB = {goal_kib:,.0f} KiB (containerd)",
-            None if shims is None else f"{shims.pss_mean_kib:,.0f} KiB (max {shims.pss_max_kib:,})",
-            shims is not None and shims.pss_mean_kib <= goal_kib,
-        )
-    )
-    return results
 
 
 _HEADER = (

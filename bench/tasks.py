@@ -16,8 +16,9 @@ and every ``EXIT`` is awaited through it. After a few warm-up rounds:
    berthd and its zygote;
 4. **exit -> event**: each of those tasks' init is SIGKILLed by the bench
    itself (``os.kill``), from just before the kill until its ``EXIT``
-   frame is received; the event's ``exited_at`` minus the wall-clock time of
-   the kill is a cross-check.
+   frame is received. By wall clock it is split in three: kill ->
+   ``exited_at`` (stamped by the shim when it reaps the process), ->
+   ``timestamp`` (stamped by the event bus when it publishes), -> arrival.
 
 There are no snapshots yet: the containers run on the spec's absolute
 ``root.path``, a busybox directory, read-only. Correctness: every started
@@ -42,8 +43,9 @@ from bench.report import write_json
 from bench.target import CpuMeter, Target, TargetError, host_busy, open_target
 from bench.task_bench import NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
 from bench.task_events import SubscriberError
-from bench.task_report import TasksOutcome, evaluate_targets, format_report
+from bench.task_report import TasksOutcome, format_report
 from bench.task_report import report_json as tasks_report_json
+from bench.task_targets import evaluate_targets
 
 __all__ = ["add_arguments", "run"]
 
