@@ -25,13 +25,13 @@ from bench.task_host import (
     RawRunc,
     find_processes,
     kill_shims,
-    make_rootfs,
     process_memory,
     runc_delete_all,
     shim_pids,
     task_spec,
 )
 from bench.task_report import MemorySummary, TasksOutcome
+from runtime.rootfs import make_busybox_rootfs
 from runtime.spec import DEFAULT_PATH
 from wire.codec import timestamp_ns
 
@@ -66,7 +66,7 @@ class TaskBench:
     ) -> None:
         self.target = target
         self.outcome = outcome
-        self.rootfs = make_rootfs(workdir / "rootfs")
+        self.rootfs = make_busybox_rootfs(workdir / "rootfs")
         self.raw = RawRunc(workdir, ["true"], self.rootfs)
         self.client = berth.Client(target.address, namespace=NAMESPACE, timeout=options.timeout)
         self.events = EventSubscriber(target.address, NAMESPACE)

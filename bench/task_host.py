@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -23,38 +22,17 @@ from typing import Any
 from runtime.spec import default_spec
 
 __all__ = [
-    "BUSYBOX",
     "ProcessMemory",
     "RawRunc",
     "find_processes",
     "kill_shims",
-    "make_rootfs",
     "process_memory",
     "runc_delete_all",
     "shim_pids",
     "task_spec",
 ]
 
-BUSYBOX = Path("/bin/busybox")
-_APPLETS = ("sh", "true", "false", "sleep", "echo", "cat")
 _RUNC_TIMEOUT_S = 30.0
-
-
-def make_rootfs(path: Path) -> Path:
-    """A minimal busybox rootfs at ``path`` (a static busybox and a few applets)."""
-    if not BUSYBOX.is_file():
-        raise FileNotFoundError(f"the Tasks benchmark needs a static busybox at {BUSYBOX}")
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root"):
-        (path / d).mkdir(parents=True, exist_ok=True)
-    (path / "tmp").chmod(0o1777)
-    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
-    for applet in _APPLETS:
-        link = path / "bin" / applet
-        if not link.is_symlink():
-            link.symlink_to("busybox")
-    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (path / "etc" / "group").write_text("root:x:0:\n")
-    return path
 
 
 def task_spec(args: list[str], rootfs: Path) -> dict[str, Any]:

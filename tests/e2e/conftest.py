@@ -19,33 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from runtime.rootfs import BUSYBOX, make_busybox_rootfs
 from runtime.runc import Runc
 from runtime.spec import default_spec
 
-BUSYBOX = Path("/bin/busybox")
-APPLETS = (
-    "sh",
-    "echo",
-    "sleep",
-    "cat",
-    "true",
-    "false",
-    "ls",
-    "ps",
-    "id",
-    "env",
-    "pwd",
-    "wc",
-    "head",
-    "stty",
-    "kill",
-    "printf",
-    "test",
-    "touch",
-    "mkdir",
-    "rm",
-    "yes",
-)
 _PR_SET_CHILD_SUBREAPER = 36
 _ids = itertools.count()
 
@@ -62,21 +39,6 @@ def _skip_reason() -> str | None:
 
 SKIP_REASON = _skip_reason()
 requires_root_and_runc = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-
-
-def make_busybox_rootfs(path: Path) -> Path:
-    """A minimal rootfs at ``path``: static busybox, its applets, the usual dirs."""
-    for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root"):
-        (path / d).mkdir(parents=True, exist_ok=True)
-    (path / "tmp").chmod(0o1777)
-    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
-    for applet in APPLETS:
-        link = path / "bin" / applet
-        if not link.is_symlink():
-            link.symlink_to("busybox")
-    (path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (path / "etc" / "group").write_text("root:x:0:\n")
-    return path
 
 
 def make_bundle(path: Path, args: list[str], rootfs: Path | str, **process: object) -> Path:
