@@ -255,6 +255,7 @@ class ContainerActor(SupervisedActor):
             ended=lambda: registry.tell(ns, cid, TaskEnded(), start=False),
             cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
             content=rt.content,
+            shown=lambda info: registry.show(ns, cid, info),
         )
         self.registry.pin((self.ns, self.container_id), self.task)
         if self.registry.watch is not None and shim_pid:
@@ -311,6 +312,20 @@ class ContainerActors:
         self._actors: dict[tuple[str, str], list[Any]] = {}
         self._pinned: set[tuple[str, str]] = set()  # containers with a task
         self._tasks: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
+        # Live tasks' state as their actors last showed it: what Info and List
+        # answer, so they agree with events already published.
+        self._shown: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def show(self, ns: str, container_id: str, info: dict[str, Any] | None) -> None:
+        """Record a task's current wire state (None: the task is gone)."""
+        if info is None:
+            self._shown.pop((ns, container_id), None)
+        else:
+            self._shown[(ns, container_id)] = info
+
+    def shown(self, ns: str, container_id: str) -> dict[str, Any] | None:
+        """A live task's current wire state, if its actor has shown one."""
+        return self._shown.get((ns, container_id))
 
     def pin(self, key: tuple[str, str], task: pykka.ActorRef[Any] | None) -> None:
         """Keep a container's actor while it has a task (``task``), or stop keeping it."""

@@ -1,11 +1,15 @@
 """The shim event listener: exits from shims, and shims that die.
 
-Shims push their events (``EXIT`` with pid, status and time) to one PULL
-socket the daemon binds; a shim's PUSH queues them while the daemon is
-down, so a restarted daemon still receives them. The listener also holds a
-pidfd per shim: when one becomes readable the shim is gone, and its task
-is told so it can be torn down. Both are routed to the container's actor,
-which passes them to its task actor, in order with the task's operations.
+Shims send their events (``EXIT`` with pid, status and time) as msgpack
+datagrams to one unix ``SOCK_DGRAM`` socket the daemon binds (mode 0600)
+at the ``ipc://`` path it is given (see :mod:`runtime.shim.protocol`). A
+shim keeps the events the daemon cannot take (it is down, or this socket's
+queue is full) and sends them again later, so a restarted daemon still
+receives them; the exits file a shim writes first is the ground truth, read
+at start-up. The listener also holds a pidfd per shim: when one becomes
+readable the shim is gone, and its task is told so it can be torn down.
+Both are routed to the container's actor, which passes them to its task
+actor, in order with the task's operations.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import socket
 import threading
 from typing import Any
 
 import msgpack
-import zmq
 
 from actors.containers import ContainerActors
 from actors.tasks import ProcessExited, ShimDied
@@ -26,21 +31,39 @@ __all__ = ["ShimEvents"]
 
 log = logging.getLogger(__name__)
 
+# Room for a burst of exits before shims have to wait and resend.
+_RECEIVE_BUFFER = 4 << 20
+_DATAGRAM_MAX = 64 * 1024
+
 
 class ShimEvents:
-    """Binds the shim event socket and routes what arrives; one thread."""
+    """Binds the shim event socket and routes what arrives; one thread.
 
-    def __init__(self, ctx: zmq.Context[Any], address: str, actors: ContainerActors) -> None:
+    ``ctx`` is unused (shims speak plain unix sockets); it stays for the
+    daemon's call. ``address`` is ``ipc://<path>`` (or a bare path).
+    """
+
+    def __init__(self, ctx: Any, address: str, actors: ContainerActors) -> None:
         self.address = address
         self.actors = actors
-        self._sock = ctx.socket(zmq.PULL)
-        path = address.removeprefix("ipc://")
+        self.path = address.removeprefix("ipc://")
+        self._sock = socket.socket(
+            socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        )
+        with contextlib.suppress(OSError):
+            # Root may go past rmem_max; anyone else gets what the limit allows.
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
+            self._sock.setsockopt(socket.SOL_SOCKET, 33, _RECEIVE_BUFFER)  # SO_RCVBUFFORCE
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)  # left by a daemon that stopped or died
         old = os.umask(0o177)
         try:
-            self._sock.bind(address)
+            self._sock.bind(self.path)
+        except BaseException:
+            self._sock.close()
+            raise
         finally:
             os.umask(old)
-        del path
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pidfds: dict[int, tuple[str, str]] = {}
         self._pending: list[tuple[str, str, int]] = []
@@ -59,16 +82,19 @@ class ShimEvents:
         os.write(self._wake_w, b"w")
 
     def stop(self) -> None:
-        """Stop the thread and close the socket."""
+        """Stop the thread, close the socket and remove its file."""
         self._stopping = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"s")
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        else:
+            self._close()
 
     def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         try:
             while not self._stopping:
                 try:
@@ -76,13 +102,22 @@ class ShimEvents:
                 except Exception:
                     log.exception("shim event listener: unexpected error; continuing")
         finally:
-            self._sock.close(linger=0)
-            for fd in self._pidfds:
-                os.close(fd)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._close()
 
-    def _turn(self, poller: zmq.Poller) -> None:
+    def _close(self) -> None:
+        if self._sock.fileno() == -1:
+            return
+        self._sock.close()
+        # Shims see ECONNREFUSED/ENOENT from here on and keep their events.
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        for fd in self._pidfds:
+            os.close(fd)
+        self._pidfds.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _turn(self, poller: select.poll) -> None:
         events = dict(poller.poll(1000))
         if self._wake_r in events:
             with contextlib.suppress(BlockingIOError):
@@ -96,19 +131,19 @@ class ShimEvents:
                     self._route(ns, cid, ShimDied())
                     continue
                 self._pidfds[fd] = (ns, cid)
-                poller.register(fd, zmq.POLLIN)
-        if self._sock in events:
+                poller.register(fd, select.POLLIN)
+        if self._sock.fileno() in events:
             while True:
                 try:
-                    raw = self._sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
+                    raw = self._sock.recv(_DATAGRAM_MAX)
+                except (BlockingIOError, InterruptedError):
                     break
                 self._event(raw)
         for fd in [fd for fd in self._pidfds if fd in events]:
             ns, cid = self._pidfds.pop(fd)
             poller.unregister(fd)
             os.close(fd)
-            # Exits it pushed before dying are already read above.
+            # Exits it sent before dying are already read above.
             self._route(ns, cid, ShimDied())
 
     def _event(self, raw: bytes) -> None:

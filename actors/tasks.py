@@ -123,6 +123,7 @@ class TaskActor(SupervisedActor):
         ended: Callable[[], None],
         cleanup: Callable[[TaskState], None],
         content: ContentStore,
+        shown: Callable[[dict[str, Any] | None], None] = lambda _info: None,
     ) -> None:
         super().__init__(supervisor)
         self.state = state
@@ -134,6 +135,7 @@ class TaskActor(SupervisedActor):
         self._ended = ended
         self._cleanup = cleanup
         self.content = content
+        self._shown = shown  # where Info and List read a live task's state
 
     # plumbing
 
@@ -159,6 +161,10 @@ class TaskActor(SupervisedActor):
         except Unavailable:
             log.error("%s: event bus unavailable; %s event lost", self.name, type_)
 
+    def _show(self) -> None:
+        """Make the current state what Info and List answer."""
+        self._shown(self.info())
+
     def _persist(self) -> None:
         s = self.state
         record = {
@@ -173,6 +179,7 @@ class TaskActor(SupervisedActor):
             "metadata", PutTask(s.ns, s.container_id, record, False, lambda _r: done.set())
         )
         done.wait(30)
+        self._show()
 
     def info(self) -> dict[str, Any]:
         """The wire Task of this task."""
@@ -218,6 +225,8 @@ class TaskActor(SupervisedActor):
         # Published before the task record is updated: the exit is already
         # durable in the shim's exit file, from which a restarted daemon
         # recovers it (re-emitting EXIT if it crashed in between).
+        if event.pid == self.state.pid:
+            self._show()  # Info agrees with the event from the moment it is out
         self._publish("EXIT", event.pid, event.exit_status, event.exited_at_ns)
         if event.pid == self.state.pid:
             self._persist()
@@ -337,6 +346,7 @@ class TaskActor(SupervisedActor):
         done = threading.Event()
         self.directory.tell("metadata", DeleteTask(s.ns, s.container_id, lambda _r: done.set()))
         done.wait(30)
+        self._shown(None)
         self._publish("DELETE", s.pid, s.exit_status, s.exited_at_ns)
         reply.ok_packed(
             pack(

@@ -1,8 +1,9 @@
 """The daemon's side of one shim: its request socket and its exits file.
 
-A shim serves msgpack requests on a ROUTER at ``ipc://<task_dir>/shim.sock``
-(see :mod:`runtime.shim.server` for the ops). :class:`ShimClient` holds one
-DEALER to it. It is not thread-safe: create it and use it on one thread,
+A shim serves length-prefixed msgpack requests on a unix stream socket at
+``<task_dir>/shim.sock`` (see :mod:`runtime.shim.protocol` for the framing
+and :mod:`runtime.shim.server` for the ops). :class:`ShimClient` holds one
+connection to it. It is not thread-safe: use it from one thread at a time,
 the daemon's actor for that task. Errors come back as the classes of
 :mod:`wire.errors`, so a shim's ``NOT_FOUND`` is :class:`wire.errors.NotFound`
 in the daemon; a shim that is not running, dies during a call or does not
@@ -20,14 +21,16 @@ import itertools
 import json
 import logging
 import os
+import select
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import zmq
 
-from wire.errors import Internal, Unavailable, from_wire
+from runtime.shim.protocol import HEADER, MAX_FRAME, SHIM_SOCKET, FrameBuffer, frame
+from wire.errors import Internal, InvalidArgument, Unavailable, from_wire
 
 __all__ = ["ShimClient", "read_exits", "shim_running", "shim_socket"]
 
@@ -38,11 +41,12 @@ _SUN_PATH_MAX = 107
 _EXIT_FIELDS = ("pid", "exit_status", "exited_at_ns")
 # While waiting for a reply, how often the client checks that the shim lives.
 _LIVENESS_INTERVAL = 1.0
+_READ_SIZE = 256 * 1024
 
 
 def shim_socket(task_dir: Path) -> Path:
     """The path of the shim's request socket in ``task_dir``."""
-    return task_dir / "shim.sock"
+    return task_dir / SHIM_SOCKET
 
 
 def shim_running(task_dir: Path) -> bool:
@@ -90,8 +94,9 @@ def read_exits(task_dir: Path) -> list[dict[str, int]]:
 class ShimClient:
     """Requests to the shim of ``task_dir``; use it from one thread only.
 
-    The DEALER socket is made on the thread of the first call (the daemon's
-    actor for the task), not in the constructor.
+    The connection is made by the first call and kept for the next ones;
+    a call that fails to get its reply closes it, so a late reply can never
+    be taken for the answer to a later call.
 
     ``call(op, **fields)`` returns the reply's ``ok`` map. The ops, their
     fields and replies::
@@ -114,18 +119,13 @@ class ShimClient:
         shutdown {}                     -> {}; the shim exits, the task is left as is
     """
 
-    def __init__(
-        self, task_dir: Path, *, timeout: float = 30.0, context: zmq.Context[Any] | None = None
-    ) -> None:
+    def __init__(self, task_dir: Path, *, timeout: float = 30.0) -> None:
         self.task_dir = task_dir
         self.timeout = timeout
         self.name = f"{task_dir.parent.name}/{task_dir.name}"
-        self._context = context or zmq.Context.instance()
         self._seq = itertools.count(1)
-        self._dir_fd: int | None = None
-        # Made by the first call, on the calling thread, and made again
-        # after a call that failed to get its reply.
-        self._socket: zmq.Socket[Any] | None = None
+        self._socket: socket.socket | None = None
+        self._buffer = FrameBuffer()
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send one request and wait for its reply (at most ``timeout`` seconds).
@@ -135,41 +135,25 @@ class ShimClient:
         """
         if not shim_running(self.task_dir):
             raise Unavailable(f"shim {self.name}: not running")
-        try:
-            socket = self._socket or self._connect()
-        except OSError as exc:  # task_dir removed since the check above
-            raise Unavailable(f"shim {self.name}: not running ({exc.strerror})") from None
-        seq = next(self._seq)
-        request = msgpack.packb({**fields, "op": op, "seq": seq}, use_bin_type=True)
-        socket.send_multipart([b"", request])
         deadline = time.monotonic() + self.timeout
+        seq = next(self._seq)
+        data = frame({**fields, "op": op, "seq": seq})
+        if len(data) - HEADER.size > MAX_FRAME:
+            raise InvalidArgument(
+                f"shim {self.name}: {op} request of {len(data)} bytes is too large"
+            )
+        self._send(data, op, deadline)
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._disconnect()
-                raise Unavailable(f"shim {self.name}: not responding")
-            if not socket.poll(int(min(remaining, _LIVENESS_INTERVAL) * 1000)):
-                # A shim that replied and then exited (delete) has its reply
-                # in our queue already; one that died has not.
-                if not shim_running(self.task_dir) and not socket.poll(100):
-                    self._disconnect()
-                    raise Unavailable(f"shim {self.name}: exited during {op}")
-                continue
-            frames = socket.recv_multipart()
-            try:
-                reply = msgpack.unpackb(frames[-1], raw=False)
-            except Exception as exc:
-                raise Internal(f"shim {self.name}: malformed reply ({exc})") from None
+            reply = self._receive(op, deadline)
             if not isinstance(reply, dict) or reply.get("seq") != seq:
-                # A late reply to a call that timed out: not ours.
-                continue
+                continue  # not ours (cannot happen on a fresh connection; harmless)
             if "error" in reply:
                 raise from_wire(reply["error"])
             ok = reply.get("ok")
             return ok if isinstance(ok, dict) else {}
 
     def close(self) -> None:
-        """Close the socket; the shim is unaffected."""
+        """Close the connection; the shim is unaffected."""
         self._disconnect()
 
     def __enter__(self) -> ShimClient:
@@ -178,25 +162,94 @@ class ShimClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _disconnect(self) -> None:
-        # Closing with linger 0 drops a request still queued in the socket,
-        # so it never reaches a shim started later at the same path.
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
-        if self._dir_fd is not None:
-            os.close(self._dir_fd)
-            self._dir_fd = None
+    def _send(self, data: bytes, op: str, deadline: float) -> None:
+        # A kept connection may be to a shim that has exited since (and a
+        # new one may serve task_dir now): then connect again, once.
+        for fresh in (self._socket is None, True):
+            socket_ = self._socket or self._connect(deadline)
+            try:
+                socket_.settimeout(max(deadline - time.monotonic(), 0.001))
+                socket_.sendall(data, socket.MSG_NOSIGNAL)
+                return
+            except TimeoutError:
+                self._disconnect()
+                raise Unavailable(f"shim {self.name}: not responding") from None
+            except OSError:
+                self._disconnect()
+                if fresh or not shim_running(self.task_dir):
+                    raise self._gone(op) from None
 
-    def _connect(self) -> zmq.Socket[Any]:
+    def _receive(self, op: str, deadline: float) -> Any:
+        """The next reply on the connection, decoded."""
+        assert self._socket is not None
+        socket_ = self._socket
+        poller = select.poll()
+        poller.register(socket_.fileno(), select.POLLIN)
+        while True:
+            try:
+                payload = self._buffer.next()
+            except ValueError as exc:
+                self._disconnect()
+                raise Internal(f"shim {self.name}: malformed reply ({exc})") from None
+            if payload is not None:
+                try:
+                    return msgpack.unpackb(payload, raw=False)
+                except Exception as exc:
+                    raise Internal(f"shim {self.name}: malformed reply ({exc})") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._disconnect()
+                raise Unavailable(f"shim {self.name}: not responding")
+            if not poller.poll(int(min(remaining, _LIVENESS_INTERVAL) * 1000) + 1):
+                # A shim stopped (SIGSTOP) or wedged keeps its connection
+                # open: its flock tells that it is gone all the same.
+                if not shim_running(self.task_dir):
+                    self._disconnect()
+                    raise self._gone(op)
+                continue
+            try:
+                data = socket_.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                # The shim closed the connection: it exited (its last reply,
+                # if any, came before the end of file and was read above).
+                self._disconnect()
+                raise self._gone(op)
+            self._buffer.feed(data)
+
+    def _gone(self, op: str) -> Unavailable:
+        return Unavailable(f"shim {self.name}: exited during {op}")
+
+    def _disconnect(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self._buffer = FrameBuffer()
+
+    def _connect(self, deadline: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         path = str(shim_socket(self.task_dir))
-        if len(os.fsencode(path)) > _SUN_PATH_MAX:
-            # Too long for a unix address: reach the socket through a
-            # descriptor of its directory, held while connected.
-            self._dir_fd = os.open(self.task_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            path = f"/proc/self/fd/{self._dir_fd}/shim.sock"
-        socket: zmq.Socket[Any] = self._context.socket(zmq.DEALER)
-        socket.linger = 0
-        socket.connect(f"ipc://{path}")
-        self._socket = socket
-        return socket
+        dir_fd: int | None = None
+        try:
+            if len(os.fsencode(path)) > _SUN_PATH_MAX:
+                # Too long for a unix address: reach the socket through a
+                # descriptor of its directory (needed only while connecting).
+                dir_fd = os.open(self.task_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                path = f"/proc/self/fd/{dir_fd}/{SHIM_SOCKET}"
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.connect(path)
+        except (TimeoutError, BlockingIOError):
+            # Its backlog is full: a shim that does not accept is not responding.
+            sock.close()
+            raise Unavailable(f"shim {self.name}: not responding") from None
+        except OSError as exc:  # task_dir or socket removed since the check: it exited
+            sock.close()
+            raise Unavailable(f"shim {self.name}: not running ({exc.strerror})") from None
+        finally:
+            if dir_fd is not None:
+                os.close(dir_fd)
+        self._socket = sock
+        return sock

@@ -120,17 +120,21 @@ class TasksService:
         """Info {container_id} -> {task}."""
         body = INFO_TASK.decode(request.body)
         cid = check_identifier("container", body["container_id"])
-        request.reply.ok({"task": task_from_record(cid, self._record(request.ns, cid))})
+        task = self.actors.shown(request.ns, cid)
+        if task is None:
+            task = task_from_record(cid, self._record(request.ns, cid))
+        request.reply.ok({"task": task})
 
     def list(self, request: Request) -> None:
         """List {} -> {tasks}: every task of the namespace."""
         LIST_TASKS.decode(request.body)
         prefix = ns_prefix(request.ns)
         with self.store.read() as txn:
-            tasks = [
-                task_from_record(key[len(prefix) :].decode(), unpack(raw))
-                for key, raw in self.store.scan(txn, self.store.tasks, prefix)
-            ]
+            tasks = []
+            for key, raw in self.store.scan(txn, self.store.tasks, prefix):
+                cid = key[len(prefix) :].decode()
+                shown = self.actors.shown(request.ns, cid)
+                tasks.append(shown if shown is not None else task_from_record(cid, unpack(raw)))
         request.reply.ok_packed(pack({"tasks": tasks}))
 
     def events(self, request: Request) -> None:

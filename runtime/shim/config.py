@@ -26,7 +26,8 @@ class ShimConfig:
       missing and removes it when the task is deleted. It holds
       ``shim.sock``, ``bundle/``, ``init.pid``, ``exits`` and ``shim.log``.
     - ``runc_binary``, ``runc_root``: the OCI runtime and its ``--root``.
-    - ``events_address``: the daemon's PULL socket for shim events.
+    - ``events_address``: ``ipc://<path>`` of the daemon's unix datagram
+      socket for shim events (see :mod:`runtime.shim.protocol`).
     """
 
     namespace: str

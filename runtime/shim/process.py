@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.shim import lines
 from runtime.shim.streams import Copier
 
 __all__ = ["DRAIN_AT_EXIT", "Event", "ExitLog", "Process", "ProcessTable", "exit_status_of"]
@@ -183,5 +184,6 @@ class ProcessTable:
                 "exited_at_ns": exited_at_ns,
             }
         )
-        log.info("task %s/%s: pid %d exited, status %d", self.namespace, self.id, pid, exit_status)
+        name = f"{self.namespace}/{self.id}"
+        lines.info(__name__, f"task {name}: pid {pid} exited, status {exit_status}")
         process.release()

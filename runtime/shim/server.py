@@ -7,23 +7,26 @@ processes are re-parented to it when runc exits), working directory
 ``task_dir``, an exclusive ``flock`` on ``task_dir`` (a second shim for the
 same task refuses to start), stderr appended to ``task_dir/shim.log``.
 
-Sockets:
+Sockets (the framing and the event datagrams: :mod:`runtime.shim.protocol`):
 
-- a ROUTER bound at ``ipc://<task_dir>/shim.sock`` (mode 0600), answering
-  msgpack requests ``{"op": str, "seq": int, ...fields}`` with
-  ``{"seq": seq, "ok": {...}}`` or ``{"seq": seq, "error": {"code", "message"}}``;
-  the ops are the methods of :class:`~runtime.shim.task.Task` named in ``OPS``;
-- a PUSH connected to the daemon's event address, on which every exit goes
-  out as ``{"namespace", "id", "type": "EXIT", "pid", "exit_status",
-  "exited_at_ns"}`` after it was written to the exits file. PUSH queues
-  while the daemon is away, up to ``EVENTS_SNDHWM``; the exits file is the
-  ground truth past that.
+- a unix ``SOCK_STREAM`` listener at ``<task_dir>/shim.sock`` (mode 0600),
+  answering length-prefixed msgpack requests ``{"op": str, "seq": int,
+  ...fields}`` with ``{"seq": seq, "ok": {...}}`` or ``{"seq": seq, "error":
+  {"code", "message"}}``, in order, on the connection they came on; the ops
+  are the methods of :class:`~runtime.shim.task.Task` named in ``OPS``;
+- a unix ``SOCK_DGRAM`` socket connected to the daemon's event socket, on
+  which every exit goes out as ``{"namespace", "id", "type": "EXIT", "pid",
+  "exit_status", "exited_at_ns"}`` after it was written to the exits file.
+  Events the daemon cannot take (it is down, or its queue is full) wait in
+  the shim and are sent again on later turns of the loop (see
+  :mod:`runtime.shim.events`); the exits file is the ground truth.
 
-The loop polls the ROUTER, a SIGCHLD wake-up pipe and the stdio copies. It
-reaps children at the top of each turn and before each request, never while
-a runc command runs, so it cannot take the exit status runc's caller waits
-for. A reply to ``delete`` (or to a failed ``create``) is sent after
-task_dir is gone, and then the shim exits.
+The loop (``select.poll``, one thread, no zmq) polls the listener, the
+connections, a SIGCHLD wake-up pipe, the stdio copies and, while the daemon's
+queue is full, the event socket. It reaps children at the top of each turn
+and before each request, never while a runc command runs, so it cannot take
+the exit status runc's caller waits for. A reply to ``delete`` (or to a
+failed ``create``) is sent after task_dir is gone, and then the shim exits.
 """
 
 from __future__ import annotations
@@ -34,25 +37,27 @@ import dataclasses
 import fcntl
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import sys
 from typing import Any, NoReturn
 
 import msgpack
-import zmq
 from setproctitle import setproctitle
 
 from runtime.mounts import unmount_all
-from runtime.runc import Runc, RuncError
+from runtime.runc import RuncError
+from runtime.shim import lines
 from runtime.shim.config import ShimConfig
-from runtime.shim.process import Event
+from runtime.shim.events import EventSender
+from runtime.shim.helper import ForkingRunc
+from runtime.shim.protocol import SHIM_SOCKET, FrameBuffer, frame
 from runtime.shim.task import Task
 from wire.errors import BerthError, to_wire
 
 __all__ = [
-    "EVENTS_LINGER_MS",
-    "EVENTS_SNDHWM",
     "LOG_FORMAT",
     "OPS",
     "SHIM_SOCKET",
@@ -63,11 +68,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SHIM_SOCKET = "shim.sock"
-# Exits queued for a daemon that is down: far more than a task produces.
-EVENTS_SNDHWM = 100_000
-# How long an exiting shim tries to deliver queued events and its last reply.
-EVENTS_LINGER_MS = 2_000
+# Connections waiting for the loop to accept them.
+_BACKLOG = 128
+# How long a reply may wait for a client that does not read it.
+_REPLY_TIMEOUT = 5.0
+_READ_SIZE = 256 * 1024
 # The loop wakes on its own this often, in case a wake-up was ever missed.
 _IDLE_POLL_MS = 10_000
 # The zygote's and every shim's log format: the pid tells them apart.
@@ -172,53 +177,59 @@ class ShimServer:
             if created:
                 shutil.rmtree(config.task_dir, ignore_errors=True)
             raise
-        runc = Runc(config.runc_binary, config.runc_root, log_dir=config.task_dir)
-        self.task = Task(config, runc, self.publish)
-        log.info("shim %s: serving (pid %d)", config.name, os.getpid())
+        # Each runc command in a child of its own: see runtime.shim.helper.
+        runc = ForkingRunc(config.runc_binary, config.runc_root, log_dir=config.task_dir)
+        self.task = Task(config, runc, self.events.publish)
+        lines.info(__name__, f"shim {config.name}: serving (pid {os.getpid()})")
 
     def _open(self) -> None:
         # SIGCHLD must have a Python handler for the wake-up fd to be written.
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.linger = EVENTS_LINGER_MS
+        self.listener = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        )
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(SHIM_SOCKET)  # left by a shim that was killed; we hold the flock
         # Owner only: whoever can send here can run processes as root. The
         # umask closes the window between bind and chmod.
         old_umask = os.umask(0o077)
         try:
             # Relative to task_dir: fits in a unix address however deep it is.
-            self.router.bind(f"ipc://{SHIM_SOCKET}")
+            self.listener.bind(SHIM_SOCKET)
             os.chmod(SHIM_SOCKET, 0o600)
         finally:
             os.umask(old_umask)
-        self.events = self.context.socket(zmq.PUSH)
-        self.events.sndhwm = EVENTS_SNDHWM
-        self.events.linger = EVENTS_LINGER_MS
-        self.events.connect(self.config.events_address)
-
-    def publish(self, event: Event) -> None:
-        """Send one event to the daemon without ever blocking the loop."""
-        try:
-            self.events.send(msgpack.packb(event, use_bin_type=True), zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("shim %s: event queue full, dropped %r (in exits)", self.config.name, event)
+        self.listener.listen(_BACKLOG)
+        # fd -> (connection, what it sent that is not a whole request yet)
+        self.connections: dict[int, tuple[socket.socket, FrameBuffer]] = {}
+        self.events = EventSender(self.config.events_address)
 
     def serve(self) -> None:
         """Run the loop until the task is deleted (or a ``shutdown`` request)."""
+        listener = self.listener.fileno()
         while not self.task.finished:
-            poller = zmq.Poller()
-            poller.register(self.router, zmq.POLLIN)
-            poller.register(self._wake_r, zmq.POLLIN)
+            poller = select.poll()
+            poller.register(listener, select.POLLIN)
+            poller.register(self._wake_r, select.POLLIN)
+            for fd in self.connections:
+                poller.register(fd, select.POLLIN)
             wanted: dict[int, int] = {}
             copiers = [c for p in self.task.table.all() for c in p.copiers]
             for copier in copiers:
                 for fd, write in copier.interest():
-                    wanted[fd] = wanted.get(fd, 0) | (zmq.POLLOUT if write else zmq.POLLIN)
+                    wanted[fd] = wanted.get(fd, 0) | (select.POLLOUT if write else select.POLLIN)
+            events_fd = self.events.fileno()
+            if events_fd is not None:
+                wanted[events_fd] = select.POLLOUT
             for fd, flags in wanted.items():
                 poller.register(fd, flags)
-            ready = dict(poller.poll(_IDLE_POLL_MS))
+            timeout = _IDLE_POLL_MS
+            retry = self.events.retry_after()
+            if retry is not None:
+                timeout = min(timeout, int(retry * 1000) + 1)
+            ready = dict(poller.poll(timeout))
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):
@@ -228,29 +239,72 @@ class ShimServer:
                 for fd in (copier.src, copier.dst):
                     if fd in ready:
                         copier.on_ready(fd)
-            if self.router in ready:
-                self._serve_requests()
+            self.events.flush()
+            for fd in [fd for fd in self.connections if fd in ready]:
+                self._read_requests(fd)
+            if listener in ready:
+                self._accept()
 
     def close(self) -> None:
-        """Close the sockets, letting queued replies and events out for a bounded time."""
-        self.router.close()
+        """Close the sockets; a last try to deliver queued events."""
+        self.events.flush(force=True)
         self.events.close()
-        self.context.term()
+        for connection, _ in self.connections.values():
+            connection.close()
+        self.connections.clear()
+        self.listener.close()
 
-    def _serve_requests(self) -> None:
+    def _accept(self) -> None:
         while True:
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+                connection, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and the like: the client will time out
+                log.warning("shim %s: accept: %s", self.config.name, exc)
+                return
+            # Reads happen only when poll says so; a reply's write may wait
+            # this long for a client that does not read.
+            connection.settimeout(_REPLY_TIMEOUT)
+            self.connections[connection.fileno()] = (connection, FrameBuffer())
+
+    def _read_requests(self, fd: int) -> None:
+        connection, buffer = self.connections[fd]
+        try:
+            data = connection.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(fd)
+            return
+        buffer.feed(data)
+        while fd in self.connections:
+            try:
+                payload = buffer.next()
+            except ValueError as exc:
+                log.warning("shim %s: %s; closing the connection", self.config.name, exc)
+                self._drop(fd)
+                return
+            if payload is None:
                 return
             if self.task.finished:
                 message = f"shim {self.config.name}: exiting"
-                reply = _error(_seq_of(frames[-1]), "UNAVAILABLE", message)
+                reply = _error(_seq_of(payload), "UNAVAILABLE", message)
             else:
-                reply = self.handle(frames[-1])
+                reply = self.handle(payload)
                 if self.task.finished and self.task.remove_task_dir:
                     self._remove_task_dir()
-            self.router.send_multipart([*frames[:-1], msgpack.packb(reply, use_bin_type=True)])
+            try:
+                connection.sendall(frame(reply), socket.MSG_NOSIGNAL)
+            except OSError as exc:
+                log.warning("shim %s: reply not sent: %s", self.config.name, exc)
+                self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        connection, _ = self.connections.pop(fd)
+        connection.close()
 
     def handle(self, payload: bytes) -> dict[str, Any]:
         """One request payload -> its reply map."""

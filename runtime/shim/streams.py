@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from runtime.shim import lines
+
 __all__ = ["BUFFER_LIMIT", "ConsoleSocket", "Copier", "set_nonblocking", "set_winsize"]
 
 log = logging.getLogger(__name__)
@@ -149,7 +151,7 @@ class Copier:
         except OSError as exc:
             # The reader is gone (the container closed stdin, the log FIFO's
             # reader left): nothing more can be delivered.
-            log.info("%s: destination closed: %s", self.name, exc)
+            lines.info(__name__, f"{self.name}: destination closed: {exc}")
             self.stop()
             return
         del self._buffer[:written]

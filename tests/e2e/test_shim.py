@@ -2,7 +2,7 @@
 
 Each test spawns a shim for a task dir under a short ``/tmp/berth-shim-test-*``
 directory, drives it with :class:`ShimClient`, and reads its exit events
-from a PULL socket bound the way the daemon binds it.
+from a unix datagram socket bound the way the daemon binds it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import contextlib
 import functools
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,11 +25,13 @@ from typing import Any
 
 import msgpack
 import pytest
-import zmq
 
-from runtime.runc import Runc
+from runtime.runc import ContainerNotFound, Runc, RuncError
 from runtime.shim.config import ShimConfig
+from runtime.shim.events import EventSender
+from runtime.shim.helper import call_in_child
 from runtime.shim.process import exit_status_of
+from runtime.shim.protocol import MAX_FRAME, FrameBuffer, frame
 from runtime.shim.streams import Copier
 from runtime.shim_client import ShimClient, read_exits, shim_running, shim_socket
 from runtime.spec import default_spec
@@ -84,14 +88,79 @@ def test_a_copier_moves_bytes_on_readiness_and_reports_end_of_file_once():
             os.close(fd)
 
 
+def test_frames_are_cut_where_they_end_and_an_oversized_one_is_refused():
+    buffer = FrameBuffer()
+    data = frame({"op": "state", "seq": 1}) + frame({"op": "start", "seq": 2})
+    buffer.feed(data[:3])
+    assert buffer.next() is None
+    buffer.feed(data[3:])
+    assert msgpack.unpackb(buffer.next() or b"") == {"op": "state", "seq": 1}
+    assert msgpack.unpackb(buffer.next() or b"") == {"op": "start", "seq": 2}
+    assert buffer.next() is None
+    buffer.feed((MAX_FRAME + 1).to_bytes(4, "big"))
+    with pytest.raises(ValueError):
+        buffer.next()
+
+
+def _fail(exc: BaseException) -> None:
+    raise exc
+
+
+def test_a_call_in_a_child_returns_its_result_and_raises_its_error_as_the_same_class():
+    assert call_in_child(lambda: {"pid": os.getpid()})["pid"] != os.getpid()
+    with pytest.raises(ContainerNotFound) as not_found:
+        call_in_child(_fail, ContainerNotFound("gone", command=["runc", "state"], exit_status=1))
+    assert (not_found.value.message, not_found.value.exit_status) == ("gone", 1)
+    assert not_found.value.command == ["runc", "state"]
+    with pytest.raises(RuncError, match=r"^runc said no$"):
+        call_in_child(_fail, RuncError("runc said no"))
+    with pytest.raises(Unavailable, match="no runc"):
+        call_in_child(_fail, Unavailable("no runc"))
+    with pytest.raises(FileNotFoundError):
+        call_in_child(os.stat, "/no/such/file")
+    with pytest.raises(Exception, match="odd") as other:
+        call_in_child(_fail, LookupError("odd"))
+    assert type(other.value).__name__ == "LookupError"
+
+
+def test_events_wait_for_a_daemon_that_is_not_listening_and_go_out_in_order_when_it_is(
+    tmp_path,
+):
+    path = tmp_path / "events.sock"
+    sender = EventSender(f"ipc://{path}")
+    sender.publish({"pid": 1})
+    sender.publish({"pid": 2})
+    assert len(sender.pending) == 2 and sender.retry_after() is not None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        listener.bind(str(path))
+        sender.flush(force=True)
+        assert sender.pending == []
+        got = [msgpack.unpackb(listener.recv(100)) for _ in range(2)]
+        assert got == [{"pid": 1}, {"pid": 2}]
+    finally:
+        listener.close()
+        sender.close()
+    # A daemon that restarts binds a new socket at the same path.
+    path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        listener.bind(str(path))
+        sender.publish({"pid": 3})
+        assert msgpack.unpackb(listener.recv(100)) == {"pid": 3}
+    finally:
+        listener.close()
+        sender.close()
+
+
 # -- fixtures --------------------------------------------------------------------
 
 
 class Events:
     """Exit events from every shim of the module, kept until a test asks for them."""
 
-    def __init__(self, socket: zmq.Socket[bytes]) -> None:
-        self.socket = socket
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
         self.seen: list[dict[str, Any]] = []
 
     def wait(self, pid: int, timeout: float = 10.0) -> dict[str, Any]:
@@ -103,8 +172,8 @@ class Events:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no event for pid {pid}; saw {self.seen}")
-            if self.socket.poll(int(remaining * 1000)):
-                self.seen.append(msgpack.unpackb(self.socket.recv(), raw=False))
+            if select.select([self.socket], [], [], remaining)[0]:
+                self.seen.append(msgpack.unpackb(self.socket.recv(65536), raw=False))
 
 
 @dataclass
@@ -128,11 +197,11 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def events(base: Path) -> Iterator[Events]:
-    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PULL)
-    socket.linger = 0
-    socket.bind(f"ipc://{base}/events.sock")
-    yield Events(socket)
-    socket.close()
+    # Bound the way the daemon binds it (actors.shim_events): a unix datagram socket.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"{base}/events.sock")
+    yield Events(sock)
+    sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -460,6 +529,32 @@ def test_a_task_dir_too_deep_for_a_unix_address_still_serves_and_gets_its_termin
     assert "24 80" in out.read_text()
     shim.client.call("delete")
     assert not shim.task_dir.exists()
+
+
+@requires_root_and_runc
+def test_an_exit_while_no_daemon_listens_is_sent_once_one_does(zygote, busybox_rootfs, base):
+    id = unique_id("late")
+    address = base / f"{id}.events"
+    config = ShimConfig(
+        NS, id, base / "tasks" / NS / id, "runc", base / "runc" / NS, f"ipc://{address}"
+    )
+    zygote.spawn(config)
+    client = ShimClient(config.task_dir, timeout=15)
+    try:
+        pid = create(Shim(0, config, client), bundle_spec(["sh", "-c", "exit 5"], busybox_rootfs))
+        client.call("start")
+        wait_until(lambda: bool(read_exits(config.task_dir)))
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            listener.bind(str(address))
+            assert select.select([listener], [], [], 5)[0], "the shim did not send again"
+            event = msgpack.unpackb(listener.recv(65536))
+        finally:
+            listener.close()
+        assert (event["pid"], event["exit_status"], event["id"]) == (pid, 5, id)
+        client.call("delete")
+    finally:
+        client.close()
 
 
 @requires_root_and_runc

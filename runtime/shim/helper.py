@@ -1,0 +1,167 @@
+"""Run the shim's heavy one-off work in a short-lived child, to keep the shim small.
+
+A shim is a fork of the zygote: its memory is the zygote's, shared, until
+Python writes to it, and Python writes to nearly everything it touches
+(reference counts, the 3.11 interpreter's in-place specialization of the
+bytecode it runs, free slots in half-used memory pools). Running runc
+through :mod:`subprocess`, :mod:`tempfile`, :mod:`json` and :mod:`shutil`
+once touches about 1 MB of such pages, which the shim would then keep
+private for the task's whole life. So each runc command runs in a child
+forked for it (:class:`ForkingRunc`): the child makes the call, writes its
+result or error to a pipe as msgpack and exits, and the pages it dirtied go
+with it. The shim waits for the child, as it used to wait for runc, so the
+loop still never reaps while a runc command runs; processes runc leaves
+behind (the container's init) are re-parented to the shim, the subreaper,
+exactly as before, since the child is not one.
+
+Errors cross back as the same classes: :class:`~runtime.runc.RuncError`
+(and :class:`~runtime.runc.ContainerNotFound`) with their message, command
+and status, any :class:`~wire.errors.BerthError` by its wire code,
+``OSError`` by errno; anything else as an exception of the same name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+from runtime.runc import ContainerNotFound, Runc, RuncError
+from wire.errors import BerthError, from_wire, to_wire
+
+__all__ = ["ForkingRunc", "call_in_child"]
+
+T = TypeVar("T")
+
+
+def call_in_child(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run in a forked child; its result, or its error raised here.
+
+    The result must be msgpack-able (None, numbers, strings, lists, maps).
+    """
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
+    if pid == 0:  # pragma: no cover - the child
+        _child(write_end, fn, args, kwargs)
+    os.close(write_end)
+    chunks = []
+    try:
+        while chunk := os.read(read_end, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    try:
+        reply = msgpack.unpackb(b"".join(chunks), raw=False)
+    except Exception:
+        reply = None
+    if not isinstance(reply, dict) or not ("ok" in reply or "error" in reply):
+        raise RuntimeError(f"helper process for {getattr(fn, '__name__', fn)} died")
+    if "error" in reply:
+        raise _decode(reply["error"])
+    result: T = reply["ok"]
+    return result
+
+
+def _child(write_end: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    status = 1
+    try:
+        try:
+            reply = {"ok": fn(*args, **kwargs)}
+        except BaseException as exc:
+            reply = {"error": _encode(exc)}
+        data = memoryview(msgpack.packb(reply, use_bin_type=True))
+        while data:
+            data = data[os.write(write_end, data) :]
+        status = 0
+    finally:
+        os._exit(status)
+
+
+def _encode(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, RuncError):
+        return {
+            "kind": "not_found" if isinstance(exc, ContainerNotFound) else "runc",
+            "message": exc.message,
+            "command": [str(part) for part in exc.command],
+            "exit_status": exc.exit_status,
+        }
+    if isinstance(exc, BerthError):
+        return {"kind": "berth", **to_wire(exc)}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        filename = None if exc.filename is None else os.fsdecode(exc.filename)
+        return {"kind": "os", "errno": exc.errno, "strerror": exc.strerror, "filename": filename}
+    return {"kind": "other", "name": type(exc).__name__, "message": str(exc)}
+
+
+def _decode(error: Any) -> BaseException:
+    if not isinstance(error, dict):
+        return RuntimeError(f"helper process: malformed error {error!r}")
+    kind = error.get("kind")
+    if kind in ("runc", "not_found"):
+        cls = ContainerNotFound if kind == "not_found" else RuncError
+        return cls(
+            str(error.get("message")),
+            command=list(error.get("command") or ()),
+            exit_status=error.get("exit_status"),
+        )
+    if kind == "berth":
+        return from_wire(error)
+    if kind == "os":
+        filename = error.get("filename")
+        if filename is None:
+            return OSError(error.get("errno"), error.get("strerror"))
+        return OSError(error.get("errno"), error.get("strerror"), filename)
+    name = str(error.get("name") or "Exception")
+    same_name: type[Exception] = type(name, (Exception,), {})
+    return same_name(error.get("message"))
+
+
+class ForkingRunc(Runc):
+    """A :class:`~runtime.runc.Runc` whose every command runs in a short-lived child."""
+
+    def create(self, *args: Any, **kwargs: Any) -> int:
+        return call_in_child(super().create, *args, **kwargs)
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().start, *args, **kwargs)
+
+    def state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return call_in_child(super().state, *args, **kwargs)
+
+    def kill(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().kill, *args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().delete, *args, **kwargs)
+
+    def exec(self, *args: Any, **kwargs: Any) -> int:
+        return call_in_child(super().exec, *args, **kwargs)
+
+    def ps(self, *args: Any, **kwargs: Any) -> list[int]:
+        return call_in_child(super().ps, *args, **kwargs)
+
+    def pause(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().pause, *args, **kwargs)
+
+    def resume(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().resume, *args, **kwargs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        return call_in_child(super().checkpoint, *args, **kwargs)
+
+    def restore(self, *args: Any, **kwargs: Any) -> int:
+        return call_in_child(super().restore, *args, **kwargs)
+
+    def criu_available(self) -> str | None:
+        return call_in_child(super().criu_available)
+
+    def list(self) -> list[dict[str, Any]]:
+        return call_in_child(super().list)
