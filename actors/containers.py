@@ -256,6 +256,7 @@ class ContainerActor(SupervisedActor):
             cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
             content=rt.content,
             shown=lambda info: registry.show(ns, cid, info),
+            runtime_binary=binary,
         )
         self.registry.pin((self.ns, self.container_id), self.task)
         if self.registry.watch is not None and shim_pid:

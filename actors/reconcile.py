@@ -65,8 +65,14 @@ def _probe(
                     int(proc.get("exit_status", 0)),
                     int(proc.get("exited_at_ns", 0)),
                 )
-            if shim_state.get("status") == "PAUSED" and state.status is TaskStatus.RUNNING:
-                state.status = TaskStatus.PAUSED
+            # The shim knows best; the record may trail it (its writes are
+            # not waited for). A STOPPED init is left to its exit, replayed
+            # from the exit file, so that EXIT is emitted.
+            shim_status = TaskStatus(shim_state.get("status", state.status.value))
+            if shim_status is not TaskStatus.STOPPED:
+                state.status = shim_status
+            if not state.pid:
+                state.pid = int(shim_state.get("pid", 0))
         except BerthError as exc:
             log.warning("task %s/%s: shim does not answer (%s); treating it as gone", ns, cid, exc)
         finally:

@@ -124,6 +124,7 @@ class TaskActor(SupervisedActor):
         cleanup: Callable[[TaskState], None],
         content: ContentStore,
         shown: Callable[[dict[str, Any] | None], None] = lambda _info: None,
+        runtime_binary: str = "runc",
     ) -> None:
         super().__init__(supervisor)
         self.state = state
@@ -136,6 +137,7 @@ class TaskActor(SupervisedActor):
         self._cleanup = cleanup
         self.content = content
         self._shown = shown  # where Info and List read a live task's state
+        self.runtime_binary = runtime_binary
 
     # plumbing
 
@@ -173,13 +175,13 @@ class TaskActor(SupervisedActor):
             "exit_status": s.exit_status,
             "exited_at_ns": s.exited_at_ns,
             "task_dir": str(self.task_dir),
+            "runtime_binary": self.runtime_binary,
         }
-        done = threading.Event()
-        self.directory.tell(
-            "metadata", PutTask(s.ns, s.container_id, record, False, lambda _r: done.set())
-        )
-        done.wait(30)
         self._show()
+        # Not waited for: this actor's writes reach the metadata actor in
+        # order, Info and List answer from what _show published, and a
+        # restarted daemon takes a live task's status from its shim.
+        self.directory.tell("metadata", PutTask(s.ns, s.container_id, record, False))
 
     def info(self) -> dict[str, Any]:
         """The wire Task of this task."""

@@ -31,14 +31,21 @@ from typing import Any
 
 from wire.errors import Unavailable
 
-__all__ = ["DEFAULT_ROOT", "ContainerNotFound", "Runc", "RuncError"]
+__all__ = [
+    "DEFAULT_ROOT",
+    "NOT_FOUND_TEXT",
+    "ContainerNotFound",
+    "Runc",
+    "RuncError",
+    "runc_error_message",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("/run/berth/runc")
 _ERROR_LEVELS = frozenset({"error", "fatal", "panic"})
 # runc's wording when the id has no state directory under --root.
-_NOT_FOUND_TEXT = "container does not exist"
+NOT_FOUND_TEXT = "container does not exist"
 
 
 class RuncError(Exception):
@@ -98,7 +105,7 @@ class Runc:
 
     def start(self, id: str) -> None:
         """``runc start``: let the created init exec the user's process."""
-        self._run(["start", id])
+        self._command(["start", id])
 
     def state(self, id: str) -> dict[str, Any]:
         """``runc state``, parsed; raises ContainerNotFound when runc has no such id."""
@@ -109,14 +116,14 @@ class Runc:
 
     def kill(self, id: str, signal: int, *, all: bool = False) -> None:
         """``runc kill``: signal the init, or every process with ``all``."""
-        self._run(["kill", *(["--all"] if all else []), id, str(int(signal))])
+        self._command(["kill", *(["--all"] if all else []), id, str(int(signal))])
 
     def delete(self, id: str, *, force: bool = False) -> None:
         """``runc delete``; with ``force`` a running container is killed first.
 
         runc 1.1 answers success for ``delete --force`` of an unknown id.
         """
-        self._run(["delete", *(["--force"] if force else []), id])
+        self._command(["delete", *(["--force"] if force else []), id])
 
     def exec(
         self,
@@ -153,11 +160,11 @@ class Runc:
 
     def pause(self, id: str) -> None:
         """``runc pause``: freeze every process of the container."""
-        self._run(["pause", id])
+        self._command(["pause", id])
 
     def resume(self, id: str) -> None:
         """``runc resume``: thaw a paused container."""
-        self._run(["resume", id])
+        self._command(["resume", id])
 
     # -- checkpoint and restore ------------------------------------------
 
@@ -230,6 +237,10 @@ class Runc:
 
     # -- the one place runc is run -----------------------------------------
 
+    def _command(self, args: list[str]) -> None:
+        """A short command with no output to read (start, kill, delete, pause, resume)."""
+        self._run(args)
+
     def _run(
         self,
         args: list[str],
@@ -258,10 +269,10 @@ class Runc:
             except subprocess.TimeoutExpired as exc:
                 raise RuncError(f"runc {args[0]} timed out", command=argv) from exc
             if done.returncode != 0:
-                message = _error_message(Path(log_name), done.stderr, args[0], done.returncode)
+                message = runc_error_message(Path(log_name), done.stderr, args[0], done.returncode)
                 if criu_log is not None:
                     message = _with_criu_errors(message, criu_log)
-                cls = ContainerNotFound if message == _NOT_FOUND_TEXT else RuncError
+                cls = ContainerNotFound if message == NOT_FOUND_TEXT else RuncError
                 raise cls(message, command=argv, exit_status=done.returncode)
             return done.stdout or b""
         finally:
@@ -323,7 +334,7 @@ def _read_pid(pid_file: Path) -> int:
         raise RuncError(f"runc wrote no pid to {pid_file}: {text!r}") from None
 
 
-def _error_message(log_file: Path, stderr: bytes | None, command: str, status: int) -> str:
+def runc_error_message(log_file: Path, stderr: bytes | None, command: str, status: int) -> str:
     """The last error-level ``msg`` of runc's JSON log, else its stderr, else the status."""
     message = ""
     with contextlib.suppress(OSError):
