@@ -25,7 +25,16 @@ import pykka
 from actors.metadata import DeleteContainer, DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
 from actors.task_state import TaskState
-from actors.tasks import ProcessExited, ShimActor, ShimCall, ShimDied, TaskActor, TaskOp, _Created
+from actors.tasks import (
+    OomKilled,
+    ProcessExited,
+    ShimActor,
+    ShimCall,
+    ShimDied,
+    TaskActor,
+    TaskOp,
+    _Created,
+)
 from runtime.checkpoint import unpack_checkpoint
 from wire.errors import AlreadyExists, NotFound, Unavailable
 from wire.reply import Reply
@@ -102,7 +111,7 @@ class ContainerActor(SupervisedActor):
                 self._create_task(message)
             elif isinstance(message, TaskOp):
                 self._forward(message, message.reply)
-            elif isinstance(message, ProcessExited | ShimDied):
+            elif isinstance(message, ProcessExited | OomKilled | ShimDied):
                 self._forward(message, None)
             elif isinstance(message, TaskEnded):
                 self._task_ended()

@@ -25,7 +25,7 @@ from typing import Any
 import msgpack
 
 from actors.containers import ContainerActors
-from actors.tasks import ProcessExited, ShimDied
+from actors.tasks import OomKilled, ProcessExited, ShimDied
 
 __all__ = ["ShimEvents"]
 
@@ -150,12 +150,17 @@ class ShimEvents:
         try:
             event = msgpack.unpackb(raw)
             ns, cid = event["namespace"], event["id"]
-            if event.get("type") != "EXIT":
+            kind = event.get("type")
+            message: ProcessExited | OomKilled
+            if kind == "EXIT":
+                message = ProcessExited(
+                    int(event["pid"]), int(event["exit_status"]), int(event["exited_at_ns"])
+                )
+            elif kind == "OOM":
+                message = OomKilled(int(event["pid"]))
+            else:
                 log.debug("shim event %r ignored", event)
                 return
-            message = ProcessExited(
-                int(event["pid"]), int(event["exit_status"]), int(event["exited_at_ns"])
-            )
         except Exception:
             log.exception("malformed shim event %r", raw[:200])
             return

@@ -35,7 +35,15 @@ from wire.codec import pack, timestamp_or_nil
 from wire.errors import BerthError, Unavailable
 from wire.reply import Reply
 
-__all__ = ["ProcessExited", "ShimActor", "ShimCall", "ShimDied", "TaskActor", "TaskOp"]
+__all__ = [
+    "OomKilled",
+    "ProcessExited",
+    "ShimActor",
+    "ShimCall",
+    "ShimDied",
+    "TaskActor",
+    "TaskOp",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +102,13 @@ class ProcessExited:
     pid: int
     exit_status: int
     exited_at_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class OomKilled:
+    """The kernel's OOM killer struck in the task's memory cgroup."""
+
+    pid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +224,8 @@ class TaskActor(SupervisedActor):
                 message.reply.fail(exc)
         elif isinstance(message, ProcessExited):
             self._exited(message)
+        elif isinstance(message, OomKilled):
+            self._publish("OOM", message.pid)
         elif isinstance(message, ShimDied):
             self._shim_died()
         elif isinstance(message, _Created):

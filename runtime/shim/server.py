@@ -53,6 +53,7 @@ from runtime.shim import lines
 from runtime.shim.config import ShimConfig
 from runtime.shim.events import EventSender
 from runtime.shim.helper import ForkingRunc
+from runtime.shim.oom import OomWatch
 from runtime.shim.protocol import SHIM_SOCKET, FrameBuffer, frame
 from runtime.shim.task import Task
 from wire.errors import BerthError, to_wire
@@ -205,6 +206,8 @@ class ShimServer:
         # fd -> (connection, what it sent that is not a whole request yet)
         self.connections: dict[int, tuple[socket.socket, FrameBuffer]] = {}
         self.events = EventSender(self.config.events_address)
+        self._oom: OomWatch | None = None
+        self._oom_tried = False
 
     def serve(self) -> None:
         """Run the loop until the task is deleted (or a ``shutdown`` request)."""
@@ -223,6 +226,9 @@ class ShimServer:
             events_fd = self.events.fileno()
             if events_fd is not None:
                 wanted[events_fd] = select.POLLOUT
+            oom = self._oom_watch()
+            if oom is not None:
+                wanted[oom.fd] = wanted.get(oom.fd, 0) | oom.flags
             for fd, flags in wanted.items():
                 poller.register(fd, flags)
             timeout = _IDLE_POLL_MS
@@ -234,6 +240,9 @@ class ShimServer:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):
                         pass
+            # Before reaping: the OOM event goes out ahead of the EXIT it caused.
+            if oom is not None and oom.fd in ready:
+                self._oom_seen(oom)
             self.task.table.reap()
             for copier in copiers:
                 for fd in (copier.src, copier.dst):
@@ -244,6 +253,33 @@ class ShimServer:
                 self._read_requests(fd)
             if listener in ready:
                 self._accept()
+
+    def _oom_watch(self) -> OomWatch | None:
+        init = self.task.init
+        if self._oom is None and init is not None and not init.exited and not self._oom_tried:
+            self._oom_tried = True
+            try:
+                self._oom = OomWatch(init.pid)
+            except OSError as exc:
+                log.warning("shim %s: no OOM events: %s", self.config.name, exc)
+        if self._oom is not None and (init is None or init.exited):
+            self._oom.close()
+            self._oom = None
+        return self._oom
+
+    def _oom_seen(self, oom: OomWatch) -> None:
+        init = self.task.init
+        for _ in range(oom.check()):
+            self.events.publish(
+                {
+                    "namespace": self.config.namespace,
+                    "id": self.config.id,
+                    "type": "OOM",
+                    "pid": init.pid if init is not None else 0,
+                    "exit_status": 0,
+                    "exited_at_ns": 0,
+                }
+            )
 
     def close(self) -> None:
         """Close the sockets; a last try to deliver queued events."""

@@ -875,3 +875,24 @@ def test_checkpoint_is_unavailable_with_a_reason_and_the_task_keeps_running(
         client.tasks.checkpoint(cid)
     assert failed.value.message.strip()
     assert client.tasks.info(cid)["status"] == "RUNNING"
+
+
+def test_a_task_killed_by_the_oom_killer_publishes_oom_before_its_exit(
+    client: berth.Client, busybox_rootfs: Path, events: EventStream
+) -> None:
+    cid = unique_id("oom")
+    spec = make_spec(busybox_rootfs, ["sh", "-c", 'a=x; while :; do a="$a$a"; done'])
+    limit = 16 * 1024 * 1024
+    spec["linux"]["resources"] = {"memory": {"limit": limit, "swap": limit}}
+    client.containers.create(cid, spec=spec)
+    try:
+        pid = client.tasks.create(cid)["pid"]
+        client.tasks.start(cid)
+        exit_event = events.wait_for(type="EXIT", id=cid, pid=pid)
+        assert exit_event["exit_status"] == 137
+        oom = [e for e in events.seen if e["type"] == "OOM" and e["id"] == cid]
+        assert oom, "no OOM event before the EXIT"
+        assert oom[0]["seq"] < exit_event["seq"]
+        assert oom[0]["pid"] == pid
+    finally:
+        remove(client, cid)
