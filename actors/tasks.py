@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,10 @@ import pykka
 from actors.events import Publish
 from actors.metadata import DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
-from actors.task_state import TaskState, TaskStatus
+from actors.task_state import ExecProcess, TaskState, TaskStatus
 from runtime.checkpoint import store_checkpoint
 from runtime.content import ContentStore
-from runtime.shim_client import ShimClient
+from runtime.shim_client import ShimClient, read_exits
 from wire.codec import pack, timestamp_or_nil
 from wire.errors import BerthError, Unavailable
 from wire.reply import Reply
@@ -232,8 +233,6 @@ class TaskActor(SupervisedActor):
             self._persist()
             self._publish("CREATE", self.state.pid)
             message.reply.ok({"container_id": self.state.container_id, "pid": self.state.pid})
-        elif message == "info":
-            return self.info()
         else:
             log.warning("%s: unexpected message %r", self.name, message)
         return None
@@ -261,9 +260,6 @@ class TaskActor(SupervisedActor):
             self._persist()
             self._publish("EXIT", self.state.pid, status, at)
         shutil.rmtree(self.task_dir, ignore_errors=True)
-
-    def _op_info(self, args: dict[str, Any], reply: Reply) -> None:
-        reply.ok({"task": self.info()})
 
     def _op_start(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_startable()
@@ -300,8 +296,6 @@ class TaskActor(SupervisedActor):
         self.state.check_running("exec")
         result = self._call("exec", **args)
         pid = int(result["pid"])
-        from actors.task_state import ExecProcess
-
         self.state.execs[pid] = ExecProcess(pid)
         self._publish("EXEC_ADDED", pid)
         reply.ok({"pid": pid})
@@ -381,10 +375,6 @@ class TaskActor(SupervisedActor):
 
 def _exit_from_file(task_dir: Path, pid: int) -> tuple[int, int]:
     """The init's exit from the shim's exit file, else 255 now."""
-    import time
-
-    from runtime.shim_client import read_exits
-
     for line in read_exits(task_dir):
         if int(line.get("pid", -1)) == pid:
             return int(line["exit_status"]), int(line["exited_at_ns"])

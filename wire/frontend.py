@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -85,14 +85,6 @@ class _Tracked:
     key: tuple[bytes, Any] | None  # (identity, id) of a stream, for cancel
     deadline: float | None
     stream: bool
-    ready: bool = False
-
-
-@dataclass(slots=True)
-class _Counters:
-    requests: int = 0
-    bad_frames: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 def _id_key(request_id: Any) -> tuple[type, Any]:
@@ -140,7 +132,6 @@ class FrontEnd:
         self.max_payload = max_payload
         self.max_streams = max_streams
         self.outbox = Outbox()
-        self.counters = _Counters()
         self._tokens = itertools.count(1)
         self._tracked: dict[int, _Tracked] = {}
         self._streams: dict[tuple[bytes, Any], int] = {}
@@ -229,7 +220,6 @@ class FrontEnd:
                 log.exception("front end failed on a frame; the daemon keeps serving")
 
     def _handle(self, sock: int, route: list[bytes], payload: bytes) -> None:
-        self.counters.requests += 1
         if len(payload) > self.max_payload:
             self._bad_frame(
                 sock,
@@ -334,7 +324,6 @@ class FrontEnd:
             request.reply.fail(exc)
 
     def _bad_frame(self, sock: int, route: list[bytes], request_id: Any, exc: BerthError) -> None:
-        self.counters.bad_frames += 1
         log.info("bad frame (id %r): %s", request_id, exc.message)
         self._send(sock, route, error_frame(frame_prefix(request_id), to_wire(exc)))
 
@@ -350,8 +339,6 @@ class FrontEnd:
                     continue  # deadline passed or cancelled: the client has its answer
                 if kind == KIND_TERMINAL:
                     self._forget(token)
-                elif tracked.stream:
-                    tracked.ready = True
             if not self._send(sock, route, payload) and token:
                 self._drop(token)
 

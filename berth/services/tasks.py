@@ -47,8 +47,6 @@ from wire.schema import Message
 __all__ = ["TasksService", "task_from_record"]
 
 _PKG = "containerd.v1.services.execution.Tasks"
-SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
-PROCESS_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 
 
 def task_from_record(container_id: str, record: dict[str, Any]) -> dict[str, Any]:
