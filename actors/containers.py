@@ -26,6 +26,7 @@ from actors.metadata import DeleteContainer, DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
 from actors.task_state import TaskState
 from actors.tasks import (
+    Adopted,
     OomKilled,
     ProcessExited,
     ShimActor,
@@ -278,6 +279,7 @@ class ContainerActor(SupervisedActor):
         shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
         self._start_task(msg.state, task_dir, {}, shim, msg.binary, msg.shim_pid)
         assert self.task is not None
+        self.task.tell(Adopted())
         if msg.shim_alive:
             # Only the init's exit is replayed from the file; exec exits the
             # shim still queues arrive as events (see docs/protocol.md).

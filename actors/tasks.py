@@ -37,6 +37,7 @@ from wire.errors import BerthError, Unavailable
 from wire.reply import Reply
 
 __all__ = [
+    "Adopted",
     "OomKilled",
     "ProcessExited",
     "ShimActor",
@@ -115,6 +116,11 @@ class OomKilled:
 @dataclass(frozen=True, slots=True)
 class ShimDied:
     """The task's shim process is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """Restart: the task was taken back from its shim; record what the shim said."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +231,8 @@ class TaskActor(SupervisedActor):
                 message.reply.fail(exc)
         elif isinstance(message, ProcessExited):
             self._exited(message)
+        elif isinstance(message, Adopted):
+            self._persist()  # the record may trail the shim: its writes are not waited for
         elif isinstance(message, OomKilled):
             self._publish("OOM", message.pid)
         elif isinstance(message, ShimDied):
