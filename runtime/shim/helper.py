@@ -22,7 +22,6 @@ and status, any :class:`~wire.errors.BerthError` by its wire code,
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import shutil
@@ -135,6 +134,14 @@ def _decode(error: Any) -> BaseException:
     return same_name(error.get("message"))
 
 
+def _unlink(path: str) -> None:
+    # Not contextlib.suppress: each module the shim runs copies shared pages.
+    try:  # noqa: SIM105
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _raise_runc_error(log: str, command: list[str], subcommand: str, status: int) -> None:
     """Run in a helper child: the RuncError a failed lean command stands for."""
     message = runc_error_message(Path(log), None, subcommand, status)
@@ -161,9 +168,8 @@ class ForkingRunc(Runc):
             self._resolved = call_in_child(shutil.which, self.binary)
             if self._resolved is None:
                 raise Unavailable(f'runtime binary "{self.binary}" not found')
-        log = os.path.join(self.log_dir or "/tmp", f"runc-{os.getpid()}.log")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(log)  # runc appends to its log
+        log = f"{self.log_dir or '/tmp'}/runc-{os.getpid()}.log"
+        _unlink(log)  # runc appends to its log
         argv = [self._resolved, "--root", str(self.root), "--log", log, "--log-format", "json"]
         argv += args
         pid = os.posix_spawn(self._resolved, argv, os.environ)
@@ -180,8 +186,7 @@ class ForkingRunc(Runc):
             if status != 0:
                 call_in_child(_raise_runc_error, log, argv, args[0], status)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(log)
+            _unlink(log)
 
     def create(self, *args: Any, **kwargs: Any) -> int:
         return call_in_child(super().create, *args, **kwargs)

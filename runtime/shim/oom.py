@@ -10,7 +10,6 @@ many OOMs happened since the last look.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 
@@ -20,15 +19,24 @@ _V1 = "/sys/fs/cgroup/memory"
 _V2 = "/sys/fs/cgroup"
 
 
+def _read(path: str) -> bytes:
+    # os-level reads: the shim is a fork of the zygote, and every Python
+    # module it runs (io, codecs, ...) copies shared pages into it.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
 def _cgroup_paths(pid: int) -> tuple[str | None, str | None]:
     v1 = v2 = None
-    with open(f"/proc/{pid}/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "memory" in controllers.split(","):
-                v1 = path
-            elif controllers == "":
-                v2 = path
+    for line in _read(f"/proc/{pid}/cgroup").decode().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            v1 = path
+        elif controllers == "":
+            v2 = path
     return v1, v2
 
 
@@ -52,8 +60,11 @@ class OomWatch:
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         control = os.open(f"{directory}/memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with open(f"{directory}/cgroup.event_control", "w") as f:
-                f.write(f"{efd} {control}")
+            event_control = os.open(f"{directory}/cgroup.event_control", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(event_control, f"{efd} {control}".encode())
+            finally:
+                os.close(event_control)
         except OSError:
             os.close(efd)
             raise
@@ -89,6 +100,8 @@ class OomWatch:
     def close(self) -> None:
         """Stop watching."""
         if self.fd >= 0:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib would copy its pages into the shim
                 os.close(self.fd)
+            except OSError:
+                pass
             self.fd = -1
