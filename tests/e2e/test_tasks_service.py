@@ -31,6 +31,7 @@ import zmq
 
 import berth
 from berth.client import OCI_SPEC_TYPE_URL
+from runtime.runc import Runc
 from runtime.spec import DEFAULT_PATH, default_spec
 from tests.e2e.conftest import requires_root_and_runc, unique_id
 from tests.integration.conftest import DaemonProcess, make_daemon
@@ -865,6 +866,10 @@ def test_events_of_two_namespaces_do_not_mix(daemon: DaemonProcess, busybox_root
 # --- checkpoint ---------------------------------------------------------------------
 
 
+CRIU_REASON = Runc().criu_available()
+
+
+@pytest.mark.skipif(CRIU_REASON is None, reason="CRIU works on this host: no failure to see")
 def test_checkpoint_is_unavailable_with_a_reason_and_the_task_keeps_running(
     client: berth.Client, container: Callable[..., str]
 ) -> None:
@@ -875,6 +880,24 @@ def test_checkpoint_is_unavailable_with_a_reason_and_the_task_keeps_running(
         client.tasks.checkpoint(cid)
     assert failed.value.message.strip()
     assert client.tasks.info(cid)["status"] == "RUNNING"
+
+
+@pytest.mark.skipif(CRIU_REASON is not None, reason=f"CRIU cannot run on this host: {CRIU_REASON}")
+def test_a_checkpoint_is_a_sha256_blob_and_restores_into_a_new_task(
+    client: berth.Client, container: Callable[..., str], daemon: DaemonProcess
+) -> None:
+    source = container(["sleep", "60"], pid_ns=True)
+    client.tasks.create(source)
+    client.tasks.start(source)
+    [descriptor] = client.tasks.checkpoint(source)
+    assert descriptor["digest"].startswith("sha256:")
+    blob = daemon.root / "content" / "blobs" / "sha256" / descriptor["digest"][7:]
+    assert blob.stat().st_size == descriptor["size"]
+    assert client.tasks.info(source)["status"] == "RUNNING"
+    target = container(["sleep", "60"], pid_ns=True)
+    client.tasks.create(target, checkpoint=descriptor)
+    client.tasks.start(target)
+    assert client.tasks.info(target)["status"] == "RUNNING"
 
 
 def test_a_task_killed_by_the_oom_killer_publishes_oom_before_its_exit(
