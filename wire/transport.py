@@ -1,10 +1,7 @@
 """The client side of the wire protocol: one sans-IO core, two socket drivers.
 
-:class:`ClientCore` knows the protocol and nothing of sockets: it builds
-request payloads with ids from a per-connection counter, keeps one inbox per
-pending call, routes each received payload to its call by ``id``, and turns
-reply frames into bodies, stream items or the error class of
-:mod:`wire.errors`. The drivers only move bytes and wait:
+:class:`~wire.client_core.ClientCore` knows the protocol and nothing of
+sockets; the drivers here only move bytes and wait:
 
 - :class:`SyncTransport` -- a blocking DEALER socket. Not thread-safe: use
   one per thread. Frames for other calls that arrive while it waits for one
@@ -23,28 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import itertools
 import logging
 import math
-import os
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
 
-from wire.codec import pack, unpack
-from wire.errors import (
-    BerthError,
-    DeadlineExceeded,
-    Internal,
-    InvalidArgument,
-    Unavailable,
-    from_wire,
+from wire.client_core import (
+    CANCEL_DRAIN,
+    DEFAULT_ADDRESS,
+    LOCAL_GRACE,
+    Body,
+    ClientCore,
+    StreamMarker,
+    deadline_after,
+    identity,
+    remaining,
+    resolve_address,
 )
+from wire.errors import BerthError, DeadlineExceeded, Internal, Unavailable
 
 __all__ = [
     "CANCEL_DRAIN",
@@ -59,172 +56,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ADDRESS = "ipc:///run/berth/berth.sock"
-PROTOCOL_VERSION = 1
-# Seconds the client waits past a call's own timeout before giving up locally:
-# long enough for the server's DEADLINE_EXCEEDED frame to arrive first.
-LOCAL_GRACE = 0.5
-# Upper bound, in seconds, on waiting for a cancelled stream's terminal frame.
-CANCEL_DRAIN = 2.0
-
-Body = dict[str, Any]
 _T = TypeVar("_T")
-
-
-def resolve_address(address: str | None) -> str:
-    """The address to connect to: ``address``, else ``$BERTH_ADDRESS``, else the default."""
-    return address or os.environ.get("BERTH_ADDRESS") or DEFAULT_ADDRESS
-
-
-def _deadline(timeout: float | None) -> float | None:
-    """The monotonic time after which the client stops waiting for a call."""
-    return None if timeout is None else time.monotonic() + timeout + LOCAL_GRACE
-
-
-def _remaining(deadline: float | None) -> float | None:
-    """Seconds left before ``deadline``; raises once it has passed."""
-    if deadline is None:
-        return None
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise DeadlineExceeded("deadline exceeded: no reply from the daemon in time")
-    return left
-
-
-class StreamMarker(enum.Enum):
-    """What a stream frame meant when it carried no item."""
-
-    READY = "ready"
-    END = "end"
-
-
-class _Call:
-    """One pending call: its method, the frames received and not yet read."""
-
-    __slots__ = ("inbox", "method", "open")
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.inbox: deque[Body] = deque()
-        # True until the call's terminal frame (reply, end or error) was read.
-        self.open = True
-
-
-class ClientCore:
-    """Sans-IO protocol state of one client connection.
-
-    ``start`` a call to get its id and payload; ``feed`` every payload the
-    socket receives; read a call's frames with ``next_frame`` and interpret
-    them with ``unary_result`` or ``stream_step``; ``finish`` the call when
-    done, after which late frames for its id are dropped.
-    """
-
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
-        self._calls: dict[int, _Call] = {}
-
-    @property
-    def pending(self) -> frozenset[int]:
-        """Ids of the calls started and not yet finished."""
-        return frozenset(self._calls)
-
-    def start(
-        self, method: str, body: Body | None, *, namespace: str, timeout: float | None
-    ) -> tuple[int, bytes]:
-        """Register a new call; its id and the request payload to send."""
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be positive or None, not {timeout!r}")
-        call_id = next(self._ids)
-        request: Body = {
-            "v": PROTOCOL_VERSION,
-            "id": call_id,
-            "method": method,
-            "ns": namespace,
-            "body": {} if body is None else body,
-        }
-        if timeout is not None:
-            # 0 would mean "no deadline" on the wire; never round a short one down to it.
-            request["timeout_ms"] = max(1, math.ceil(timeout * 1000))
-        payload = pack(request)
-        self._calls[call_id] = _Call(method)
-        return call_id, payload
-
-    def cancel_payload(self, call_id: int) -> bytes:
-        """The frame that ends the open stream ``call_id``."""
-        return pack({"v": PROTOCOL_VERSION, "id": call_id, "cancel": True})
-
-    def feed(self, payload: bytes) -> int | None:
-        """File a received payload under its call; the call's id, or None if dropped."""
-        try:
-            frame = unpack(payload)
-        except InvalidArgument as exc:
-            log.warning("dropping a reply that is not msgpack: %s", exc)
-            return None
-        if not isinstance(frame, dict):
-            log.warning("dropping a reply that is not a map: %r", frame)
-            return None
-        call_id = frame.get("id")
-        call = self._calls.get(call_id) if isinstance(call_id, int) else None
-        if call is None:
-            # A late reply to a call given up on, or an error about an unreadable frame.
-            log.debug("dropping a reply for no pending call: %r", frame)
-            return None
-        call.inbox.append(frame)
-        return call_id
-
-    def next_frame(self, call_id: int) -> Body | None:
-        """The oldest unread frame of ``call_id``, or None when none has arrived."""
-        call = self._calls.get(call_id)
-        if call is None or not call.inbox:
-            return None
-        return call.inbox.popleft()
-
-    def is_open(self, call_id: int) -> bool:
-        """Whether ``call_id`` is pending and its terminal frame not yet read."""
-        call = self._calls.get(call_id)
-        return call is not None and call.open
-
-    def finish(self, call_id: int) -> None:
-        """Forget ``call_id``; frames still arriving for it will be dropped."""
-        self._calls.pop(call_id, None)
-
-    def unary_result(self, call_id: int, frame: Body) -> Body:
-        """The body of a unary reply; raises the error class of an error frame."""
-        call = self._calls[call_id]
-        # After "ready" or "more" the stream is still open: the driver cancels it.
-        call.open = bool(frame.get("ready") or frame.get("more")) and "error" not in frame
-        if "error" in frame:
-            raise from_wire(frame["error"])
-        if frame.get("ready") or frame.get("more") or frame.get("end"):
-            raise InvalidArgument(f"{call.method} is a streaming method: use stream()")
-        return self._body(call, frame)
-
-    def stream_step(self, call_id: int, frame: Body) -> Body | StreamMarker:
-        """The item a stream frame carries, or READY/END; raises on an error frame."""
-        call = self._calls[call_id]
-        if "error" in frame:
-            call.open = False
-            raise from_wire(frame["error"])
-        if frame.get("end"):
-            call.open = False
-            return StreamMarker.END
-        if frame.get("ready"):
-            return StreamMarker.READY
-        if frame.get("more"):
-            return self._body(call, frame)
-        call.open = False
-        raise InvalidArgument(f"{call.method} is not a streaming method: use call()")
-
-    @staticmethod
-    def _body(call: _Call, frame: Body) -> Body:
-        body = frame.get("body", {})
-        if not isinstance(body, dict):
-            raise Internal(f"{call.method}: malformed reply body {body!r}")
-        return body
-
-
-def _identity(body: Body) -> Any:
-    return body
 
 
 class _Connection:
@@ -265,7 +97,7 @@ class _Connection:
         if self.closed:
             raise Unavailable("client is closed")
         call_id, payload = self._core.start(method, body, namespace=namespace, timeout=timeout)
-        return call_id, payload, _deadline(timeout)
+        return call_id, payload, deadline_after(timeout)
 
     def _must_cancel(self, call_id: int) -> bool:
         # Open after the caller stopped reading: a stream left early, a local
@@ -274,7 +106,7 @@ class _Connection:
         return self._core.is_open(call_id) and not self.closed
 
     @staticmethod
-    def _drain_deadline(deadline: float | None) -> float:
+    def _draindeadline_after(deadline: float | None) -> float:
         drain = time.monotonic() + CANCEL_DRAIN
         return drain if deadline is None else min(drain, deadline)
 
@@ -320,7 +152,7 @@ class SyncTransport(_Connection):
         *,
         namespace: str,
         timeout: float | None,
-        extract: Callable[[Body], _T] = _identity,
+        extract: Callable[[Body], _T] = identity,
     ) -> Generator[_T, None, None]:
         """Yield ``extract(body)`` of each item of a server stream (sent on the first read)."""
         yield from self.open_stream(
@@ -334,7 +166,7 @@ class SyncTransport(_Connection):
         *,
         namespace: str,
         timeout: float | None,
-        extract: Callable[[Body], _T] = _identity,
+        extract: Callable[[Body], _T] = identity,
     ) -> Generator[_T, None, None]:
         """Send a stream's request now; return once it is in place (its ``ready`` came).
 
@@ -368,7 +200,7 @@ class SyncTransport(_Connection):
     def _send(self, payload: bytes, deadline: float | None) -> None:
         # A DEALER with no connected peer (daemon down, CURVE handshake
         # refused) blocks in send: wait for room only until the deadline.
-        left = _remaining(deadline)
+        left = remaining(deadline)
         if not self._socket.poll(None if left is None else math.ceil(left * 1000), zmq.POLLOUT):
             raise DeadlineExceeded(f"berthd at {self.address}: not reachable before the deadline")
         self._socket.send_multipart([b"", payload], zmq.NOBLOCK)
@@ -380,7 +212,7 @@ class SyncTransport(_Connection):
     def _wait(self, call_id: int, deadline: float | None) -> Body:
         """The next frame of ``call_id``, reading (and filing) others until it comes."""
         while (frame := self._core.next_frame(call_id)) is None:
-            left = _remaining(deadline)
+            left = remaining(deadline)
             if self._socket.poll(None if left is None else math.ceil(left * 1000)):
                 self._core.feed(self._socket.recv_multipart()[-1])
         return frame
@@ -390,7 +222,7 @@ class SyncTransport(_Connection):
         try:
             if self._must_cancel(call_id):
                 self._send_cancel(call_id)
-                drain = self._drain_deadline(deadline)
+                drain = self._draindeadline_after(deadline)
                 while self._core.is_open(call_id):
                     self._core.stream_step(call_id, self._wait(call_id, drain))
         except BerthError:
@@ -460,7 +292,7 @@ class AsyncTransport(_Connection):
         *,
         namespace: str,
         timeout: float | None,
-        extract: Callable[[Body], _T] = _identity,
+        extract: Callable[[Body], _T] = identity,
     ) -> AsyncGenerator[_T, None]:
         """Yield ``extract(body)`` of each item of a server stream."""
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
@@ -481,9 +313,7 @@ class AsyncTransport(_Connection):
         self._wakers.setdefault(call_id, asyncio.Event())
         try:
             # No connected peer blocks the send: bound it by the deadline.
-            await asyncio.wait_for(
-                self._socket.send_multipart([b"", payload]), _remaining(deadline)
-            )
+            await asyncio.wait_for(self._socket.send_multipart([b"", payload]), remaining(deadline))
         except TimeoutError:
             raise DeadlineExceeded(
                 f"berthd at {self.address}: not reachable before the deadline"
@@ -527,9 +357,9 @@ class AsyncTransport(_Connection):
                 raise self._failure
             waker.clear()
             try:
-                await asyncio.wait_for(waker.wait(), _remaining(deadline))
+                await asyncio.wait_for(waker.wait(), remaining(deadline))
             except TimeoutError:
-                _remaining(deadline)  # past the deadline now: raises DeadlineExceeded
+                remaining(deadline)  # past the deadline now: raises DeadlineExceeded
         return frame
 
     async def _end_stream(self, call_id: int, deadline: float | None) -> None:
@@ -537,7 +367,7 @@ class AsyncTransport(_Connection):
         try:
             if self._must_cancel(call_id):
                 await self._send_cancel(call_id)
-                drain = self._drain_deadline(deadline)
+                drain = self._draindeadline_after(deadline)
                 while self._core.is_open(call_id):
                     self._core.stream_step(call_id, await self._wait(call_id, drain))
         except BerthError:
