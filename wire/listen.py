@@ -140,14 +140,17 @@ def bind(
         )
     sockets: list[zmq.Socket[bytes]] = []
     listener = Listener(sockets)
+    # Keys first: once the ipc socket exists, everything a client may look
+    # for (the server's public key included) must be there.
+    keys = _server_keys(curve_dir) if tcp else None
     try:
         if ipc:
             sock = _router(ctx)
             sockets.append(sock)
             for address in ipc:
                 _bind_ipc(sock, address, socket_group)
-        if tcp:
-            public, secret = _server_keys(curve_dir)
+        if keys is not None:
+            public, secret = keys
             auth = ThreadAuthenticator(ctx, log=logging.getLogger("berth.zap"))
             auth.start()
             auth.configure_curve_callback("*", credentials_provider=_AllowList(allow))
