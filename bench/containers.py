@@ -40,9 +40,10 @@ from typing import Any
 import berth
 from bench import container_ops as ops
 from bench.load import OpFactory, RunOptions, run_phase
+from bench.options import at_least_one, busy_warning, measure_busy
 from bench.report import Outcome, format_report, report_json, write_json
 from bench.stats import PhaseStats, merge_errors
-from bench.target import CpuMeter, Target, TargetError, host_busy, open_target
+from bench.target import CpuMeter, Target, TargetError, open_target
 from bench.targets import LIST_PHASE, MemoryResult, ScaleResult, evaluate_targets
 from bench.workers import Job, WorkerFailed, WorkerPool
 
@@ -59,18 +60,10 @@ BULK_WORKERS = 2  # worker processes that bulk-create (at most the pool's size)
 BULK_IN_FLIGHT = 128  # calls in flight across them, pipelined on AsyncClients
 _LIST_METHOD = "containerd.v1.Containers/List"
 _SETTLE_S = 0.5  # pause before reading the daemon's memory
-_BUSY_WARNING = 0.15  # host CPU busy before the run above which the figures are flagged
 
 
 class BenchAborted(RuntimeError):
     """The run cannot go on (a bulk fill failed, the daemon died)."""
-
-
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,14 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bulk-workers",
-        type=_at_least_one,
+        type=at_least_one,
         default=BULK_WORKERS,
         metavar="N",
         help=f"processes that fill namespaces in bulk (default {BULK_WORKERS})",
     )
     parser.add_argument(
         "--bulk-in-flight",
-        type=_at_least_one,
+        type=at_least_one,
         default=BULK_IN_FLIGHT,
         metavar="N",
         help=f"calls in flight across them when filling in bulk (default {BULK_IN_FLIGHT})",
@@ -261,7 +254,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     if scale != 0 and scale <= SCALE_BASE:
         raise SystemExit(f"berth-bench: --scale must be 0 or more than {SCALE_BASE:,}")
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    idle = host_busy(1.0)
+    idle = measure_busy()
     aborted: str | None = None
     bench: _Bench | None = None
     with open_target(options.address, workdir=options.workdir) as target:
@@ -291,8 +284,8 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     outcome = bench.outcome if bench else Outcome()
     targets = evaluate_targets(outcome.phases, outcome.scale, outcome.memory)
     print(format_report(outcome, targets))
-    if idle is not None and idle > _BUSY_WARNING:
-        print(f"warning: the machine was {idle:.0%} busy before the run; the figures are not clean")
+    if (warning := busy_warning(idle)) is not None:
+        print(warning)
     if aborted:
         print(f"ABORTED: {aborted}")
     if target.spawned and target.exit_code != 0:

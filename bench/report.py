@@ -115,15 +115,25 @@ def format_report(outcome: Outcome, targets: Sequence[TargetResult]) -> str:
                 f"bulk {bulk['job']} of {bulk['count']:,} in {bulk['ns']}: {bulk['per_s']:,.0f}/s"
                 f" ({bulk['workers']} processes, {bulk['in_flight']} calls in flight)"
             )
-    lines += ["", "targets (informational):"]
+    lines += closing_lines(
+        targets, outcome.breaches, "every acknowledged create was listable; no breach"
+    )
+    return "\n".join(lines)
+
+
+def closing_lines(
+    targets: Sequence[TargetResult], breaches: Sequence[str], clean: str
+) -> list[str]:
+    """The end of every scenario's table: targets met or missed, then correctness."""
+    lines = ["", "targets (informational):"]
     lines += [f"  {t.status:<5} {t.name}: {t.measured}  (goal {t.goal})" for t in targets]
     lines.append("")
-    if outcome.breaches:
-        lines.append(f"CORRECTNESS: {len(outcome.breaches)} breach(es)")
-        lines += [f"  {b}" for b in outcome.breaches]
+    if breaches:
+        lines.append(f"CORRECTNESS: {len(breaches)} breach(es)")
+        lines += [f"  {b}" for b in breaches]
     else:
-        lines.append("correctness: every acknowledged create was listable; no breach")
-    return "\n".join(lines)
+        lines.append(f"correctness: {clean}")
+    return lines
 
 
 def _reference_json() -> dict[str, Any]:

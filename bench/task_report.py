@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.report import closing_lines
 from bench.stats import percentile
 from bench.targets import TargetResult
 from bench.task_events import EventStats
@@ -176,14 +177,9 @@ def format_report(outcome: TasksOutcome, targets: Sequence[TargetResult]) -> str
             f"{len(ev.out_of_order)} out of order, {ev.duplicate_exits} duplicate EXIT(s)"
         )
     lines += [f"note: {note}" for note in outcome.notes]
-    lines += ["", "targets (informational):"]
-    lines += [f"  {t.status:<5} {t.name}: {t.measured}  (goal {t.goal})" for t in targets]
-    lines.append("")
-    if outcome.breaches:
-        lines.append(f"CORRECTNESS: {len(outcome.breaches)} breach(es)")
-        lines += [f"  {b}" for b in outcome.breaches]
-    else:
-        lines.append("correctness: every started process's EXIT was observed; seqs increasing")
+    lines += closing_lines(
+        targets, outcome.breaches, "every started process's EXIT was observed; seqs increasing"
+    )
     return "\n".join(lines)
 
 

@@ -39,8 +39,9 @@ from typing import Any
 
 import berth
 from bench.load import RunOptions
+from bench.options import at_least_one, busy_warning, measure_busy
 from bench.report import write_json
-from bench.target import CpuMeter, Target, TargetError, host_busy, open_target
+from bench.target import CpuMeter, Target, TargetError, open_target
 from bench.task_bench import NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
 from bench.task_events import SubscriberError
 from bench.task_report import TasksOutcome, format_report
@@ -49,28 +50,19 @@ from bench.task_targets import evaluate_targets
 
 __all__ = ["add_arguments", "run"]
 
-_BUSY_WARNING = 0.15  # host CPU busy before the run above which the figures are flagged
-
-
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of this scenario only (bench.cli adds the common ones)."""
     parser.add_argument(
         "--iterations",
-        type=_at_least_one,
+        type=at_least_one,
         default=100,
         metavar="N",
         help="measured lifecycles, raw runc runs and execs, each (default 100)",
     )
     parser.add_argument(
         "--tasks",
-        type=_at_least_one,
+        type=at_least_one,
         default=50,
         metavar="M",
         help="running tasks for the memory reading, then killed one by one for "
@@ -122,7 +114,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     aborted: str | None = None
     target: Target | None = None
     daemon: dict[str, Any] = {"spawned": None}
-    idle = host_busy(1.0)
+    idle = measure_busy()
     meter = CpuMeter(None)
     try:
         with open_target(options.address, workdir=options.workdir) as target:
@@ -141,8 +133,8 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         outcome.breaches.append(f"event seqs not increasing: {outcome.events.out_of_order[:10]}")
     targets = evaluate_targets(outcome)
     print(format_report(outcome, targets))
-    if idle is not None and idle > _BUSY_WARNING:
-        print(f"warning: the machine was {idle:.0%} busy before the run; the figures are not clean")
+    if (warning := busy_warning(idle)) is not None:
+        print(warning)
     if meter.host_busy is not None:
         cores = "" if meter.daemon_cores is None else f", berthd {meter.daemon_cores:.2f} cores"
         print(f"during the run: host {meter.host_busy:.0%} busy{cores}")

@@ -1,0 +1,32 @@
+"""Pieces every scenario shares: option types and the busy-machine warning."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.target import host_busy
+
+__all__ = ["at_least_one", "busy_warning", "measure_busy"]
+
+# Host CPU busy before a run above which its figures are flagged.
+_BUSY_WARNING = 0.15
+
+
+def at_least_one(text: str) -> int:
+    """An ``argparse`` type: an int of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def measure_busy() -> float | None:
+    """How busy the host is over one second, before a run."""
+    return host_busy(1.0)
+
+
+def busy_warning(busy: float | None) -> str | None:
+    """The warning to print when the host was busy before the run, else None."""
+    if busy is not None and busy > _BUSY_WARNING:
+        return f"warning: the machine was {busy:.0%} busy before the run; the figures are not clean"
+    return None
