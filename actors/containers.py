@@ -11,6 +11,7 @@ message in flight, no task to watch) for ``idle_seconds``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -160,6 +161,10 @@ class ContainerActor(SupervisedActor):
             log.error("%s: delete not committed within 60 s", self.name)
 
     def _metadata(self, message: Any) -> bytes | BaseException:
+        return self._metadata_later(message)()
+
+    def _metadata_later(self, message: Any) -> Callable[[], bytes | BaseException]:
+        """Send a write now; the returned call waits for its outcome."""
         result: list[bytes | BaseException] = []
         done = threading.Event()
 
@@ -168,9 +173,13 @@ class ContainerActor(SupervisedActor):
             done.set()
 
         self.directory.tell("metadata", message(finished))
-        if not done.wait(60):
-            return Unavailable(f"{self.name}: metadata write timed out")
-        return result[0]
+
+        def wait() -> bytes | BaseException:
+            if not done.wait(60):
+                return Unavailable(f"{self.name}: metadata write timed out")
+            return result[0]
+
+        return wait
 
     def _create_task(self, msg: CreateTask) -> None:
         rt = self.registry.runtime
@@ -190,12 +199,12 @@ class ContainerActor(SupervisedActor):
             "task_dir": str(task_dir),
             "runtime_binary": msg.runtime_binary,
         }
-        result = self._metadata(
+        # The record commits while the shim is forked; its outcome (the
+        # container may have been deleted meanwhile) is checked before the
+        # shim is told to create anything.
+        recorded = self._metadata_later(
             lambda done: PutTask(self.ns, self.container_id, record, True, done)
         )
-        if isinstance(result, BaseException):
-            msg.reply.fail(result)
-            return
         shim = None
         try:
             shutil.rmtree(task_dir, ignore_errors=True)
@@ -210,6 +219,15 @@ class ContainerActor(SupervisedActor):
                 rt.shim_config(self.ns, self.container_id, msg.runtime_binary)
             )
             shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
+            outcome = recorded()
+            if isinstance(outcome, BaseException):
+                # Not our record to undo: leave it, stop the idle shim.
+                with contextlib.suppress(Exception):
+                    shim.ask(ShimCall("shutdown"), timeout=10)
+                shim.stop(block=False)
+                shutil.rmtree(task_dir, ignore_errors=True)
+                msg.reply.fail(outcome)
+                return
             created: dict[str, Any] = shim.ask(  # type: ignore[assignment]
                 ShimCall(
                     "create",
@@ -229,7 +247,8 @@ class ContainerActor(SupervisedActor):
             if shim is not None:
                 shim.stop(block=False)
             shutil.rmtree(task_dir, ignore_errors=True)
-            self._metadata(lambda done: DeleteTask(self.ns, self.container_id, done))
+            if not isinstance(recorded(), BaseException):  # ours: undo it
+                self._metadata(lambda done: DeleteTask(self.ns, self.container_id, done))
             msg.reply.fail(exc)
             return
         finally:

@@ -100,7 +100,7 @@ class Runc:
         """``runc create``; the init inherits the stdio fds; returns its pid."""
         args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
         args += _console(console_socket)
-        self._run([*args, id], stdio=(stdin, stdout, stderr))
+        self._command([*args, id], stdio=(stdin, stdout, stderr))
         return _read_pid(pid_file)
 
     def start(self, id: str) -> None:
@@ -237,9 +237,9 @@ class Runc:
 
     # -- the one place runc is run -----------------------------------------
 
-    def _command(self, args: list[str]) -> None:
-        """A short command with no output to read (start, kill, delete, pause, resume)."""
-        self._run(args)
+    def _command(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
+        """A command with no output to read (create, start, kill, delete, pause, resume)."""
+        self._run(args, stdio=stdio)
 
     def _run(
         self,
@@ -327,7 +327,12 @@ def _console(console_socket: Path | None) -> list[str]:
 
 
 def _read_pid(pid_file: Path) -> int:
-    text = pid_file.read_text().strip()
+    # os-level: the shim runs this, and every module it touches costs it pages.
+    fd = os.open(pid_file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(fd, 64).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
     try:
         return int(text)
     except ValueError:

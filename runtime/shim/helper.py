@@ -152,18 +152,18 @@ def _raise_runc_error(log: str, command: list[str], subcommand: str, status: int
 class ForkingRunc(Runc):
     """A :class:`~runtime.runc.Runc` whose commands cost the shim little memory.
 
-    Commands with real Python work around them (create, exec, ps, state,
-    checkpoint, restore) run in a short-lived child. The short ones on the
-    lifecycle's path (start, kill, delete, pause, resume) are spawned
-    directly with ``posix_spawn`` and waited on with a pidfd: a few C calls,
-    which touch almost none of the shim's shared pages, and no helper fork
-    (about 3 ms per command). Only a failure pays for a child, to turn
-    runc's JSON log into the error.
+    Commands with real Python work around them (exec, ps, state, checkpoint,
+    restore) run in a short-lived child. The ones on the lifecycle's path
+    (create, start, kill, delete, pause, resume) are spawned directly with
+    ``posix_spawn`` and waited on with a pidfd: a few C calls, which touch
+    almost none of the shim's shared pages, and no helper fork (about 3 ms
+    per command). Only a failure pays for a child, to turn runc's JSON log
+    into the error.
     """
 
     _resolved: str | None = None
 
-    def _command(self, args: list[str]) -> None:
+    def _command(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
         if self._resolved is None:
             self._resolved = call_in_child(shutil.which, self.binary)
             if self._resolved is None:
@@ -172,7 +172,13 @@ class ForkingRunc(Runc):
         _unlink(log)  # runc appends to its log
         argv = [self._resolved, "--root", str(self.root), "--log", log, "--log-format", "json"]
         argv += args
-        pid = os.posix_spawn(self._resolved, argv, os.environ)
+        # The container's init inherits stdio as its 0, 1, 2 (create).
+        actions = (
+            [(os.POSIX_SPAWN_DUP2, fd, to) for to, fd in enumerate(stdio) if fd != to]
+            if stdio
+            else []
+        )
+        pid = os.posix_spawn(self._resolved, argv, os.environ, file_actions=actions)
         pidfd = os.pidfd_open(pid)
         try:
             if not select.select([pidfd], [], [], self.timeout)[0]:
@@ -187,9 +193,6 @@ class ForkingRunc(Runc):
                 call_in_child(_raise_runc_error, log, argv, args[0], status)
         finally:
             _unlink(log)
-
-    def create(self, *args: Any, **kwargs: Any) -> int:
-        return call_in_child(super().create, *args, **kwargs)
 
     def state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         return call_in_child(super().state, *args, **kwargs)
