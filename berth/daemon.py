@@ -217,7 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         log.error("%s", exc)
         sys.exit(1)
     daemon.start()
-    while not stop.wait(3600):
+    # Short waits: the kernel may deliver SIGTERM to any thread, and then
+    # the handler runs only when the main thread next executes bytecode; a
+    # long wait would sleep through it (seen as a daemon ignoring SIGTERM).
+    while not stop.wait(0.5):
         pass
     daemon.stop()
     sys.exit(0)

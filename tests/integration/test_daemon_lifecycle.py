@@ -169,3 +169,24 @@ def test_tcp_serves_curve_clients_on_the_allow_list_and_no_one_else(tmp_path):
             client.version()
     finally:
         d.stop()
+
+
+def test_sigterm_delivered_to_a_worker_thread_still_stops_the_daemon(tmp_path):
+    """Regression: SIGTERM landing on a non-main thread left berthd running."""
+    import ctypes
+    import signal
+
+    d = make_daemon(tmp_path).start()
+    assert d.proc is not None
+    with berth.Client(d.address, timeout=5) as client:
+        client.version()  # every thread is up
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{d.proc.pid}/task"))
+    worker = next(t for t in tids if t != d.proc.pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_tgkill = 234  # x86_64
+    try:
+        assert libc.syscall(sys_tgkill, d.proc.pid, worker, signal.SIGTERM) == 0
+        assert d.proc.wait(10) == 0
+    finally:
+        if d.proc.poll() is None:
+            d.kill()
