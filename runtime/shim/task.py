@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.exec_fifo import start_through_fifo
 from runtime.mounts import mount_all, unmount_all
 from runtime.runc import Runc, RuncError
 from runtime.shim.config import ShimConfig
@@ -108,9 +109,16 @@ class Task:
         # CREATED -> RUNNING
         if self.started or init.exited:
             raise FailedPrecondition(f"task {self.name}: already started")
-        self.runc.start(self.config.id)
+        if not self._start_through_fifo(init.pid):
+            self.runc.start(self.config.id)
         self.started = True
         return {}
+
+    def _start_through_fifo(self, pid: int) -> bool:
+        # Only runc keeps the FIFO where runtime.exec_fifo looks for it.
+        if Path(self.config.runc_binary).name != "runc":
+            return False
+        return start_through_fifo(self.config.runc_root, self.config.id, pid, self.runc.timeout)
 
     def state(self) -> dict[str, Any]:
         """``{pid, status, exit_status, exited_at_ns, execs: [...]}``."""
