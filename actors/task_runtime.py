@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,8 @@ class TaskRuntime:
             namespace=ns,
             id=cid,
             task_dir=self.task_dir(ns, cid),
-            runc_binary=binary,
+            # Resolved here, so the shim need not search PATH (a fork) first.
+            runc_binary=shutil.which(binary) or binary,
             runc_root=self.runc_root(ns),
             events_address=self.events_address,
         )

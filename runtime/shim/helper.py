@@ -165,8 +165,13 @@ class ForkingRunc(Runc):
 
     def _command(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
         if self._resolved is None:
-            self._resolved = call_in_child(shutil.which, self.binary)
-            if self._resolved is None:
+            # The daemon passes an absolute path (see TaskRuntime.shim_config);
+            # a bare name is looked up in a child, away from shared pages.
+            if os.path.isabs(self.binary):
+                self._resolved = self.binary
+            else:
+                self._resolved = call_in_child(shutil.which, self.binary)
+            if self._resolved is None or not os.access(self._resolved, os.X_OK):
                 raise Unavailable(f'runtime binary "{self.binary}" not found')
         log = f"{self.log_dir or '/tmp'}/runc-{os.getpid()}.log"
         _unlink(log)  # runc appends to its log

@@ -30,6 +30,7 @@ from typing import Any
 from runtime.exec_fifo import start_through_fifo
 from runtime.mounts import mount_all, unmount_all
 from runtime.runc import Runc, RuncError
+from runtime.runc_cleanup import remove_stopped
 from runtime.shim.config import ShimConfig
 from runtime.shim.launch import ProcessIO, launch, socket_path
 from runtime.shim.process import Event, ExitLog, Process, ProcessTable
@@ -115,10 +116,15 @@ class Task:
         return {}
 
     def _start_through_fifo(self, pid: int) -> bool:
-        # Only runc keeps the FIFO where runtime.exec_fifo looks for it.
-        if Path(self.config.runc_binary).name != "runc":
+        if not self._runtime_is_runc:
             return False
         return start_through_fifo(self.config.runc_root, self.config.id, pid, self.runc.timeout)
+
+    @property
+    def _runtime_is_runc(self) -> bool:
+        # Only runc keeps its state where runtime.exec_fifo and
+        # runtime.runc_cleanup look for it; any other runtime gets its CLI.
+        return Path(self.config.runc_binary).name == "runc"
 
     def state(self) -> dict[str, Any]:
         """``{pid, status, exit_status, exited_at_ns, execs: [...]}``."""
@@ -342,8 +348,16 @@ class Task:
         self.finished = self.remove_task_dir = True
 
     def _teardown(self) -> None:
-        with contextlib.suppress(RuncError, Unavailable):
-            self.runc.delete(self.config.id, force=True)
+        init = self.init
+        removed = (
+            init is not None
+            and init.exited
+            and self._runtime_is_runc
+            and remove_stopped(self.config.runc_root, self.config.id)
+        )
+        if not removed:
+            with contextlib.suppress(RuncError, Unavailable):
+                self.runc.delete(self.config.id, force=True)
         for process in self.table.all():
             process.release()
         if self._mounted:
