@@ -18,7 +18,6 @@ killed by signal ``N``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -111,22 +110,34 @@ class Process:
 
 
 class ExitLog:
-    """``<task_dir>/exits``: one fsync'ed JSON line per exit, appended before reporting."""
+    """``<task_dir>/exits``: one fsync'ed JSON line per exit, appended before reporting.
+
+    The file is opened on the first exit and kept open: an exit is on the
+    way to the ``EXIT`` event, and opening the file each time cost more
+    than the write.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd: int | None = None
 
     def append(self, pid: int, exit_status: int, exited_at_ns: int) -> None:
         """Append one exit and make it durable before returning."""
-        line = json.dumps({"pid": pid, "exit_status": exit_status, "exited_at_ns": exited_at_ns})
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            # One write of the whole line: O_APPEND keeps it contiguous, and a
-            # crash can tear only the last line, which readers tolerate.
-            os.write(fd, (line + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        # Ints only, so the JSON is written by hand (json.dumps costs more).
+        line = f'{{"pid": {pid}, "exit_status": {exit_status}, "exited_at_ns": {exited_at_ns}}}\n'
+        if self._fd is None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o600)
+        # One write of the whole line: O_APPEND keeps it contiguous, and a
+        # crash can tear only the last line, which readers tolerate.
+        os.write(self._fd, line.encode())
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the file (the shim is exiting)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ProcessTable:

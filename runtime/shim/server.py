@@ -289,6 +289,7 @@ class ShimServer:
             connection.close()
         self.connections.clear()
         self.listener.close()
+        self.task.table.exits.close()
 
     def _accept(self) -> None:
         while True:
