@@ -13,7 +13,8 @@ from typing import Any
 import lmdb
 import msgpack
 
-from actors.store import Store, ns_key
+from actors.snapshot_records import release_snapshot
+from actors.store import Store, ns_key, snapref_key
 from wire.codec import pack, unpack
 from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from wire.fieldmask import apply_container_mask
@@ -56,6 +57,8 @@ def create_container(
     record = _record(container, now, now)
     if not txn.put(ns_key(ns, container["id"]), record, db=store.containers, overwrite=False):
         raise AlreadyExists(f'container "{container["id"]}": already exists')
+    if container["rootfs"]:
+        txn.put(snapref_key(ns, container["rootfs"], container["id"]), b"", db=store.snaprefs)
     # The first write into a namespace creates it.
     txn.put(ns.encode(), pack({"created_at": now}), db=store.namespaces, overwrite=False)
     return record
@@ -68,8 +71,8 @@ def update_container(
     container: dict[str, Any],
     paths: list[str],
     now: msgpack.Timestamp,
-) -> bytes:
-    """Apply an update under a field mask; returns the new packed record."""
+) -> tuple[bytes, bool]:
+    """Apply an update under a field mask: the new packed record, and whether a snapshot went."""
     key = ns_key(ns, container["id"])
     raw = txn.get(key, db=store.containers)
     if raw is None:
@@ -78,16 +81,35 @@ def update_container(
     merged = apply_container_mask(current, container, paths)
     record = _record(merged, current["created_at"], now)
     txn.put(key, record, db=store.containers)
-    return record
+    released = False
+    if merged["rootfs"] != current["rootfs"]:
+        released = _unref(txn, store, ns, current)
+        if merged["rootfs"]:
+            txn.put(snapref_key(ns, merged["rootfs"], merged["id"]), b"", db=store.snaprefs)
+    return record, released
 
 
-def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id: str) -> None:
-    """Delete a container that has no task."""
+def _unref(txn: lmdb.Transaction, store: Store, ns: str, container: dict[str, Any]) -> bool:
+    """Drop ``container``'s reference to its rootfs and release the snapshot if unused."""
+    if not container["rootfs"]:
+        return False
+    txn.delete(snapref_key(ns, container["rootfs"], container["id"]), db=store.snaprefs)
+    return release_snapshot(txn, store, ns, container["rootfs"])
+
+
+def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id: str) -> bool:
+    """Delete a container that has no task; True if it released its rootfs snapshot.
+
+    A released snapshot's record goes in this transaction, its directory
+    after the commit (see :mod:`actors.gc`).
+    """
     key = ns_key(ns, container_id)
     if txn.get(key, db=store.tasks) is not None:
         raise FailedPrecondition(f'container "{container_id}": has a task; delete the task first')
-    if not txn.delete(key, db=store.containers):
+    raw = txn.pop(key, db=store.containers)
+    if raw is None:
         raise NotFound(f'container "{container_id}": not found')
+    return _unref(txn, store, ns, unpack(bytes(raw)))
 
 
 def put_task(

@@ -10,11 +10,20 @@ whole batch, so throughput grows with the number of concurrent writers
 while every acknowledgement still means "on disk".
 
 Reads do not come here: they use read transactions of the store directly.
+
+Services other than Containers and Tasks write through :class:`Transact`,
+which carries a function of the transaction (their record rules live in
+their own modules, e.g. :mod:`actors.snapshot_records`). A write that
+released files (a snapshot's directory, a blob) asks for a sweep, which
+``on_release`` starts after the commit: records go first, files after, so
+a crash in between leaves only files that no record names, which the next
+sweep removes.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +38,7 @@ from actors.container_records import (
     update_container,
 )
 from actors.store import SEQ_KEY, Store, ns_key
-from actors.supervision import SupervisedActor
+from actors.supervision import Directory, SupervisedActor
 from wire.codec import now, pack
 from wire.errors import BerthError, Internal, ResourceExhausted, Unavailable
 from wire.reply import Reply
@@ -42,7 +51,9 @@ __all__ = [
     "MetadataActor",
     "PutTask",
     "ReserveSeq",
+    "Transact",
     "UpdateContainer",
+    "transact",
 ]
 
 log = logging.getLogger(__name__)
@@ -119,8 +130,65 @@ class ReserveSeq:
     reply: Reply | None = field(default=None, compare=False)
 
 
-Write = CreateContainer | UpdateContainer | DeleteContainer | PutTask | DeleteTask | ReserveSeq
-_WRITES = (CreateContainer, UpdateContainer, DeleteContainer, PutTask, DeleteTask, ReserveSeq)
+@dataclass(frozen=True, slots=True)
+class Transact:
+    """Any other write: ``apply(txn, store, stamp)`` returns the packed reply body.
+
+    ``releases``: the write may leave files without records; sweep after the commit.
+    """
+
+    apply: Callable[[lmdb.Transaction, Store, Any], bytes]
+    reply: Reply | None = field(default=None, compare=False)
+    done: Done | None = field(default=None, compare=False)
+    releases: bool = False
+
+
+Write = (
+    CreateContainer
+    | UpdateContainer
+    | DeleteContainer
+    | PutTask
+    | DeleteTask
+    | ReserveSeq
+    | Transact
+)
+_WRITES = (
+    CreateContainer,
+    UpdateContainer,
+    DeleteContainer,
+    PutTask,
+    DeleteTask,
+    ReserveSeq,
+    Transact,
+)
+
+
+def transact(
+    directory: Directory,
+    apply: Callable[[lmdb.Transaction, Store, Any], bytes],
+    *,
+    releases: bool = False,
+    timeout: float = 300.0,
+) -> bytes:
+    """Run ``apply`` in the metadata actor's next commit and wait for it: the body, or raise.
+
+    For other actors' threads. Safe because the metadata actor never asks
+    anyone back; never call it from the metadata actor itself.
+    """
+    finished = threading.Event()
+    outcome: list[bytes | BaseException] = []
+
+    def done(result: bytes | BaseException) -> None:
+        outcome.append(result)
+        finished.set()
+
+    directory.tell("metadata", Transact(apply, done=done, releases=releases))
+    if not finished.wait(timeout):
+        raise Unavailable("metadata store: no answer in time; the write may still happen")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 class MetadataActor(SupervisedActor):
@@ -128,9 +196,16 @@ class MetadataActor(SupervisedActor):
 
     name = "metadata"
 
-    def __init__(self, supervisor: pykka.ActorRef[Any] | None, store: Store) -> None:
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any] | None,
+        store: Store,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(supervisor)
         self.store = store
+        self.on_release = on_release
+        self._released = False
         self._batch: list[Write] = []
         self.commits = 0  # for tests and stats: how many durable transactions so far
 
@@ -169,6 +244,13 @@ class MetadataActor(SupervisedActor):
             results = [Unavailable(f"metadata store: commit failed: {exc}")] * len(batch)
         self._batch = []
         self.commits += 1
+        if self._released:
+            self._released = False
+            if self.on_release is not None:
+                try:
+                    self.on_release()
+                except Exception:
+                    log.exception("metadata: starting a sweep failed")
         for write, result in zip(batch, results, strict=True):
             if write.reply is not None:
                 if isinstance(result, BaseException):
@@ -183,18 +265,23 @@ class MetadataActor(SupervisedActor):
 
     def _apply(self, txn: lmdb.Transaction, write: Write, stamp: Any) -> bytes | BaseException:
         child = self.store.env.begin(write=True, parent=txn)
+        released = False
         try:
             if isinstance(write, CreateContainer):
                 body = CONTAINER_BODY + create_container(
                     child, self.store, write.ns, write.container, stamp
                 )
             elif isinstance(write, UpdateContainer):
-                body = CONTAINER_BODY + update_container(
+                record, released = update_container(
                     child, self.store, write.ns, write.container, write.paths, stamp
                 )
+                body = CONTAINER_BODY + record
             elif isinstance(write, DeleteContainer):
-                delete_container(child, self.store, write.ns, write.id)
+                released = delete_container(child, self.store, write.ns, write.id)
                 body = EMPTY_BODY
+            elif isinstance(write, Transact):
+                body = write.apply(child, self.store, stamp)
+                released = write.releases
             elif isinstance(write, PutTask):
                 put_task(
                     child, self.store, write.ns, write.container_id, write.record, write.create
@@ -217,4 +304,5 @@ class MetadataActor(SupervisedActor):
             log.exception("metadata write %s failed", type(write).__name__)
             return Internal(f"{type(write).__name__}: internal error ({type(exc).__name__})")
         child.commit()
+        self._released = self._released or released
         return body

@@ -2,11 +2,24 @@
 
 Layout of ``<root>/meta`` (one LMDB environment, named databases)::
 
-    schema       b"version"            -> b"1"          schema of everything below
+    schema       b"version"            -> b"2"          schema of everything below
     namespaces   <ns>                  -> msgpack {"created_at": Timestamp}
     containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
     tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
     counters     b"events.seq"         -> b"<int>"      event seqs below it are reserved
+    snapshots    <ns> 0x00 <key>       -> msgpack snapshot record (actors.snapshot_records)
+    snaprefs     <ns> 0x00 <key> 0x00 <container id> -> b""   containers' rootfs references
+    images       <ns> 0x00 <name>      -> msgpack Image, as on the wire
+    content      <ns> 0x00 <digest>    -> msgpack {"labels", "created_at"}: the namespace holds it
+
+Snapshot keys and image names may hold any character but 0x00 (refused
+where they enter). ``snaprefs`` is the reverse index of each container's
+``rootfs``, kept in the same transaction as the container, so "is this
+snapshot used by a container" is one prefix scan. A content blob is stored
+once (``runtime.content``); ``content`` says which namespaces hold it.
+
+Schema history: version 2 added ``snapshots``, ``snaprefs``, ``images`` and
+``content``; its migration fills ``snaprefs`` from the stored containers.
 
 Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
 namespace and nothing else, and keys sort by namespace, then id.
@@ -31,15 +44,24 @@ from typing import Any
 
 import lmdb
 
+from wire.codec import unpack
 from wire.errors import Unavailable
 
-__all__ = ["SCHEMA_VERSION", "SEQ_KEY", "Store", "StoreError", "ns_key", "ns_prefix"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SEQ_KEY",
+    "Store",
+    "StoreError",
+    "ns_key",
+    "ns_prefix",
+    "snapref_key",
+]
 
 SEQ_KEY = b"events.seq"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _DEFAULT_MAP_SIZE = 64 * 1024**3  # virtual: the file grows only as data is written
 
 
@@ -57,9 +79,23 @@ def ns_prefix(ns: str) -> bytes:
     return f"{ns}\x00".encode()
 
 
+def snapref_key(ns: str, key: str, container_id: str) -> bytes:
+    """The ``snaprefs`` key recording that ``container_id`` uses snapshot ``key``."""
+    return f"{ns}\x00{key}\x00{container_id}".encode()
+
+
+def _add_snaprefs(store: Store, txn: lmdb.Transaction) -> None:
+    cursor = txn.cursor(db=store.containers)
+    for raw_key, raw in cursor:
+        ns = bytes(raw_key).split(b"\x00", 1)[0].decode()
+        container = unpack(bytes(raw))
+        if container.get("rootfs"):
+            txn.put(snapref_key(ns, container["rootfs"], container["id"]), b"", db=store.snaprefs)
+
+
 # Each migration takes the environment from version N-1 to N inside one
-# write transaction. Version 1 is the first schema: nothing to migrate yet.
-_MIGRATIONS: dict[int, Any] = {}
+# write transaction.
+_MIGRATIONS: dict[int, Any] = {2: _add_snaprefs}
 
 
 class Store:
@@ -85,6 +121,10 @@ class Store:
         self.containers = self.env.open_db(b"containers")
         self.tasks = self.env.open_db(b"tasks")
         self.counters = self.env.open_db(b"counters")
+        self.snapshots = self.env.open_db(b"snapshots")
+        self.snaprefs = self.env.open_db(b"snaprefs")
+        self.images = self.env.open_db(b"images")
+        self.content = self.env.open_db(b"content")
         self._check_schema()
 
     def _check_schema(self) -> None:

@@ -38,6 +38,10 @@ class DaemonConfig:
     curve_dir: Path | None = None
     container_idle_seconds: float = 30.0
     runtimes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
+    # "overlayfs" falls back to "native" (logged) where overlayfs cannot mount.
+    snapshotter: str = "overlayfs"
+    # An active snapshot no container uses survives collections this long.
+    gc_grace_seconds: float = 600.0
 
     @property
     def curve(self) -> Path:
@@ -72,7 +76,10 @@ _TYPES: dict[str, type] = {
     "curve_dir": str,
     "container_idle_seconds": float,
     "runtimes": dict,
+    "snapshotter": str,
+    "gc_grace_seconds": float,
 }
+SNAPSHOTTERS = ("overlayfs", "native")
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -117,6 +124,12 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
     max_streams = data.get("max_streams", DaemonConfig.max_streams)
     if max_payload <= 0 or max_streams <= 0:
         raise ConfigError("max_payload and max_streams must be positive")
+    snapshotter = data.get("snapshotter", DaemonConfig.snapshotter)
+    if snapshotter not in SNAPSHOTTERS:
+        raise ConfigError(f"snapshotter must be one of {', '.join(SNAPSHOTTERS)}")
+    grace = data.get("gc_grace_seconds", DaemonConfig.gc_grace_seconds)
+    if grace < 0:
+        raise ConfigError("gc_grace_seconds must not be negative")
     return DaemonConfig(
         root=root.absolute(),
         state=state.absolute(),
@@ -128,4 +141,6 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
         curve_dir=Path(data["curve_dir"]) if data.get("curve_dir") else None,
         container_idle_seconds=data.get("container_idle_seconds", 30.0),
         runtimes=runtimes,
+        snapshotter=snapshotter,
+        gc_grace_seconds=grace,
     )

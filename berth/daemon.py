@@ -8,6 +8,7 @@ write already sent commit and be acknowledged, flush replies, close.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -25,19 +26,28 @@ from setproctitle import setproctitle
 
 from actors.containers import ContainerActors
 from actors.events import EventBus
+from actors.gc import Collect, Collector, Sweep
+from actors.importer import ImportActor
+from actors.leases import Leases
 from actors.metadata import MetadataActor, ReserveSeq
 from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
 from actors.shim_events import ShimEvents
+from actors.snapshot_records import list_snapshots
+from actors.snapshots import SnapshotActor, SnapshotIds
 from actors.store import Store, StoreError
 from actors.supervision import Directory, StartChild, Supervisor
 from actors.task_runtime import TaskRuntime
 from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
+from berth.services.image_import import ImportService
+from berth.services.snapshots import SnapshotsService
 from berth.services.tasks import TasksService
 from berth.services.version import VersionService
 from runtime.content import ContentStore
+from runtime.snapshotters import pick_snapshotter
 from runtime.zygote import ZygoteClient
+from wire.errors import Unavailable
 from wire.frontend import FrontEnd, Route
 from wire.listen import Listener, ListenError, bind
 
@@ -83,9 +93,16 @@ class Daemon:
         self.directory = Directory()
         self.supervisor = Supervisor.start(self.directory)
         store = self.store
-        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store))
-        self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
         directory = self.directory
+
+        def sweep() -> None:
+            # After a commit that left files no record names.
+            with contextlib.suppress(Unavailable):
+                directory.tell("gc", Sweep())
+
+        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store, sweep))
+        self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
+        self._start_images(config)
 
         def reserve(upto: int, done: Callable[[], None]) -> None:
             directory.tell("metadata", ReserveSeq(upto, lambda _result: done()))
@@ -100,7 +117,7 @@ class Daemon:
             self.zygote,
             config.runtimes,
             events_address,
-            ContentStore(config.root),
+            self.content,
         )
         self.containers = ContainerActors(
             self.directory,
@@ -139,6 +156,41 @@ class Daemon:
     def _start_child(self, name: str, factory: Any) -> None:
         self.supervisor.ask(StartChild(name, factory))
 
+    def _start_images(self, config: DaemonConfig) -> None:
+        """Content store, snapshotter and the actors of snapshots, imports and GC."""
+        store, directory = self.store, self.directory
+        content = self.content = ContentStore(config.root)
+        snapshotter = self.snapshotter = pick_snapshotter(config.snapshotter, config.root)
+        leases = self.leases = Leases()
+        # Left by a crash: nothing runs yet, so every ingest and tmp/ entry is stale.
+        content.clean_ingests(0)
+        snapshotter.clean_temp()
+        with store.read() as txn:
+            recorded = {
+                r["id"]
+                for ns in [bytes(k).decode() for k, _ in txn.cursor(db=store.namespaces)]
+                for r in list_snapshots(txn, store, ns)
+            }
+        ids = SnapshotIds(snapshotter.ids() | recorded)
+        scratch = config.state / "unpack"
+        grace = config.gc_grace_seconds
+        self._start_child(
+            "snapshots",
+            lambda sup: SnapshotActor.start(sup, store, directory, snapshotter, ids, leases),
+        )
+        self._start_child(
+            "importer",
+            lambda sup: ImportActor.start(
+                sup, store, directory, content, snapshotter, ids, leases, scratch
+            ),
+        )
+        self._start_child(
+            "gc",
+            lambda sup: Collector.start(sup, store, directory, snapshotter, content, leases, grace),
+        )
+        # What a crash left half done (an import, a delete) goes now.
+        directory.tell("gc", Collect())
+
     def routes(self) -> dict[str, Route]:
         """The method table: every RPC the daemon serves, by name."""
         table: dict[str, Route] = {}
@@ -150,9 +202,14 @@ class Daemon:
                 self.containers,
                 self.config.runtimes,
                 self.config.state,
-                self.config.root,
+                self.content,
+                self.snapshotter,
             ).routes()
         )
+        table.update(
+            SnapshotsService(self.store, self.directory, self.snapshotter, self.content).routes()
+        )
+        table.update(ImportService(self.directory).routes())
         table.update(VersionService().routes())
         return table
 

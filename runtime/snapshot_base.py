@@ -99,6 +99,10 @@ class Snapshotter(Protocol):
         """Bytes on disk and inodes of snapshot ``id``'s own tree."""
         ...
 
+    def in_use(self, id: SnapshotId) -> str | None:
+        """What mounts snapshot ``id`` (described), or None; None too when it is absent."""
+        ...
+
     def exists(self, id: SnapshotId) -> bool:
         """Whether snapshot ``id`` is on disk."""
         ...
@@ -185,6 +189,12 @@ class SnapshotDirs:
             except OSError as exc:
                 # The snapshot is gone from ids(); clean_temp() retries the rest.
                 log.warning("snapshot id %s: left %s behind: %s", path.name, doomed, exc)
+
+    def in_use(self, id: SnapshotId) -> str | None:
+        """What mounts snapshot ``id`` (described), or None; None too when it is absent."""
+        if not self.exists(id):
+            return None
+        return mounted_from(self.existing(id))
 
     def usage(self, id: SnapshotId) -> tuple[int, int]:
         """Bytes on disk (blocks, as du counts) and inodes of snapshot ``id``'s ``fs``."""

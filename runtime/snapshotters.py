@@ -30,6 +30,7 @@ __all__ = [
     "disk_usage",
     "open_snapshotter",
     "overlay_supported",
+    "pick_snapshotter",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,13 @@ def open_snapshotter(name: str, root: Path) -> Snapshotter:
         known = ", ".join(sorted(SNAPSHOTTERS))
         raise InvalidArgument(f'snapshotter "{name}": unknown (known: {known})') from None
     return kind(root)
+
+
+def pick_snapshotter(name: str, root: Path) -> Snapshotter:
+    """The configured snapshotter; overlayfs falls back to native where it cannot mount."""
+    if name == "overlayfs":
+        return choose_snapshotter(root)
+    return open_snapshotter(name, root)
 
 
 def choose_snapshotter(root: Path) -> Snapshotter:

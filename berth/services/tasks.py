@@ -15,11 +15,13 @@ from typing import Any
 
 from actors.containers import ContainerActors, CreateTask
 from actors.events import Subscribe
+from actors.snapshot_records import ACTIVE, get_snapshot, parent_ids
 from actors.store import Store, ns_key, ns_prefix
 from actors.supervision import Directory
 from actors.tasks import TaskOp
 from runtime.content import ContentStore
 from runtime.runc import Runc
+from runtime.snapshot_base import Snapshotter
 from runtime.spec import bundle_spec, load_process, load_spec
 from runtime.stdio import check_stdio
 from wire.codec import pack, timestamp_or_nil, unpack
@@ -45,6 +47,8 @@ from wire.messages import (
 from wire.schema import Message
 
 __all__ = ["TasksService", "task_from_record"]
+
+Mounts = list[dict[str, Any]]
 
 _PKG = "containerd.v1.services.execution.Tasks"
 
@@ -72,14 +76,16 @@ class TasksService:
         actors: ContainerActors,
         runtimes: dict[str, str],
         state: Path,
-        root: Path,
+        content: ContentStore,
+        snapshotter: Snapshotter,
     ) -> None:
         self.store = store
         self.directory = directory
         self.actors = actors
         self.runtimes = runtimes
         self.state = state
-        self.content = ContentStore(root)
+        self.content = content
+        self.snapshotter = snapshotter
 
     def routes(self) -> dict[str, Route]:
         """This service's entries of the method table."""
@@ -156,21 +162,22 @@ class TasksService:
             reason = Runc().criu_available()
             if reason is not None:
                 raise Unavailable(f"{owner}: restore needs CRIU, which cannot run here: {reason}")
+        mounts: list[dict[str, Any]] = body["rootfs"]
         with self.store.read() as txn:
             raw = txn.get(ns_key(request.ns, cid), db=self.store.containers)
-        if raw is None:
-            raise NotFound(f'container "{cid}": not found')
-        container = unpack(bytes(raw))
+            if raw is None:
+                raise NotFound(f'container "{cid}": not found')
+            container = unpack(bytes(raw))
+            if not mounts and container["rootfs"]:
+                mounts = self._snapshot_mounts(txn, request.ns, container["rootfs"], cid)
         name = container["runtime"] or "linux"
         binary = self.runtimes.get(name)
         if binary is None:
             raise NotFound(f'runtime "{name}": not found (container "{cid}")')
         spec = load_spec(container["spec"]["value"], owner=owner)
         rootfs: Path | None = None
-        if body["rootfs"]:
+        if mounts:
             rootfs = self.state / "tasks" / request.ns / cid / "bundle" / "rootfs"
-        elif container["rootfs"]:
-            raise NotFound(f'snapshot "{container["rootfs"]}": not found (container "{cid}")')
         final = bundle_spec(spec, rootfs=rootfs, terminal=body["terminal"], owner=owner)
         self.actors.tell(
             request.ns,
@@ -180,7 +187,7 @@ class TasksService:
                 cid,
                 json.dumps(final).encode(),
                 final,
-                body["rootfs"],
+                mounts,
                 body["stdin"],
                 body["stdout"],
                 body["stderr"],
@@ -190,6 +197,16 @@ class TasksService:
                 request.reply,
             ),
         )
+
+    def _snapshot_mounts(self, txn: Any, ns: str, key: str, cid: str) -> Mounts:
+        """The mounts of the container's rootfs snapshot (NotFound naming both)."""
+        try:
+            record = get_snapshot(txn, self.store, ns, key)
+            parents = parent_ids(txn, self.store, ns, record)
+        except NotFound:
+            raise NotFound(f'snapshot "{key}": not found (container "{cid}")') from None
+        readonly = record["readonly"] or record["kind"] != ACTIVE
+        return self.snapshotter.mounts(record["id"], parents, readonly)
 
     def _task_op(self, schema: Message, op: str) -> Any:
         def handle(request: Request) -> None:

@@ -953,8 +953,8 @@ def test_an_unknown_method_is_unimplemented_naming_it(req: ReqClient) -> None:
         "containerd.v1.Containers/Frobnicate",
         "nope",
         "",
-        "containerd.v1.Images/List",  # planned
-        "berth.v1.GC/Run",  # planned
+        "containerd.v1.Images/Frobnicate",
+        "berth.v1.GC/Collect",
     ):
         error = req.error(method, {})
         assert error["code"] == "UNIMPLEMENTED", (method, error)

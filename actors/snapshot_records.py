@@ -1,0 +1,181 @@
+"""Snapshot records: the rules of Prepare, View, Commit and Remove, inside a transaction.
+
+A record, at ``snapshots: <ns> 0x00 <key>``::
+
+    {"key": str, "id": str, "kind": "ACTIVE" | "COMMITTED", "readonly": bool,
+     "parent": str, "labels": {str: str}, "created_at": Timestamp, "updated_at": Timestamp}
+
+``id`` names the snapshot's directory in the snapshotter (assigned by the
+snapshot actor, never the user's key); ``parent`` is the key of a
+COMMITTED snapshot of the same namespace, or "". A View is an ACTIVE
+snapshot with ``readonly``. Commit moves an ACTIVE snapshot's record to a
+new key as COMMITTED, keeping its id (its directory does not move).
+
+The functions take validated values and run in the metadata actor's write
+transaction, or in any read transaction for the read-only ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+
+from actors.store import Store, ns_key, ns_prefix
+from wire.codec import pack, unpack
+from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+__all__ = [
+    "ACTIVE",
+    "COMMITTED",
+    "MAX_KEY_BYTES",
+    "add_snapshot",
+    "check_key",
+    "children_of",
+    "commit_snapshot",
+    "get_snapshot",
+    "info_of",
+    "list_snapshots",
+    "parent_ids",
+    "release_snapshot",
+    "remove_snapshot",
+    "users_of",
+]
+
+ACTIVE = "ACTIVE"
+COMMITTED = "COMMITTED"
+MAX_KEY_BYTES = 1024
+
+
+def check_key(field: str, key: str, *, required: bool = True) -> str:
+    """A snapshot key as the wire allows it: any text but NUL, 1..1024 bytes."""
+    if not key:
+        if required:
+            raise InvalidArgument(f"{field}: must be set")
+        return key
+    if "\x00" in key:
+        raise InvalidArgument(f"{field} {key!r}: must not contain NUL")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"{field}: longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def get_snapshot(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> dict[str, Any]:
+    """The record of ``key``, or NotFound."""
+    raw = txn.get(ns_key(ns, key), db=store.snapshots)
+    if raw is None:
+        raise NotFound(f'snapshot "{key}": not found')
+    record: dict[str, Any] = unpack(bytes(raw))
+    return record
+
+
+def info_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The wire ``Info`` of a record."""
+    return {
+        "name": record["key"],
+        "parent": record["parent"],
+        "kind": record["kind"],
+        "readonly": record["readonly"],
+        "labels": record["labels"],
+    }
+
+
+def parent_ids(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any]) -> list[str]:
+    """The directory ids of ``record``'s parents, nearest first."""
+    ids = []
+    parent = record["parent"]
+    while parent:
+        above = get_snapshot(txn, store, ns, parent)
+        ids.append(above["id"])
+        parent = above["parent"]
+    return ids
+
+
+def list_snapshots(txn: lmdb.Transaction, store: Store, ns: str) -> Iterator[dict[str, Any]]:
+    """Every snapshot record of the namespace, in key order."""
+    for _, raw in store.scan(txn, store.snapshots, ns_prefix(ns)):
+        yield unpack(raw)
+
+
+def children_of(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> list[str]:
+    """Keys of the snapshots whose parent is ``key``."""
+    return [r["key"] for r in list_snapshots(txn, store, ns) if r["parent"] == key]
+
+
+def users_of(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> list[str]:
+    """Ids of the containers whose ``rootfs`` is ``key``."""
+    prefix = f"{ns}\x00{key}\x00".encode()
+    return [k[len(prefix) :].decode() for k, _ in store.scan(txn, store.snaprefs, prefix)]
+
+
+def add_snapshot(
+    txn: lmdb.Transaction,
+    store: Store,
+    ns: str,
+    record: dict[str, Any],
+    stamp: Any,
+) -> bytes:
+    """Store a new ACTIVE (or, for imports, COMMITTED) snapshot; returns its packed record."""
+    key = record["key"]
+    if txn.get(ns_key(ns, key), db=store.snapshots) is not None:
+        raise AlreadyExists(f'snapshot "{key}": already exists')
+    if record["parent"]:
+        parent = get_snapshot(txn, store, ns, record["parent"])
+        if parent["kind"] != COMMITTED:
+            raise FailedPrecondition(
+                f'snapshot "{key}": parent "{record["parent"]}" is not committed'
+            )
+    full = {**record, "created_at": stamp, "updated_at": stamp}
+    packed = pack(full)
+    txn.put(ns_key(ns, key), packed, db=store.snapshots)
+    txn.put(ns.encode(), pack({"created_at": stamp}), db=store.namespaces, overwrite=False)
+    return packed
+
+
+def commit_snapshot(
+    txn: lmdb.Transaction, store: Store, ns: str, name: str, key: str, stamp: Any
+) -> dict[str, Any]:
+    """Record ACTIVE ``key`` as COMMITTED ``name`` (same directory); returns the new record."""
+    record = get_snapshot(txn, store, ns, key)
+    if record["kind"] != ACTIVE or record["readonly"]:
+        raise FailedPrecondition(f'snapshot "{key}": only an active, writable snapshot commits')
+    if txn.get(ns_key(ns, name), db=store.snapshots) is not None:
+        raise AlreadyExists(f'snapshot "{name}": already exists')
+    if users := users_of(txn, store, ns, key):
+        raise FailedPrecondition(f'snapshot "{key}": used by container "{users[0]}"')
+    if children_of(txn, store, ns, key):
+        raise FailedPrecondition(f'snapshot "{key}": has children')
+    committed = {**record, "key": name, "kind": COMMITTED, "updated_at": stamp}
+    txn.delete(ns_key(ns, key), db=store.snapshots)
+    txn.put(ns_key(ns, name), pack(committed), db=store.snapshots)
+    return committed
+
+
+def remove_snapshot(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> dict[str, Any]:
+    """Forget ``key`` (its directory is removed after the commit); returns its record."""
+    record = get_snapshot(txn, store, ns, key)
+    if users := users_of(txn, store, ns, key):
+        raise FailedPrecondition(f'snapshot "{key}": used by container "{users[0]}"')
+    if children := children_of(txn, store, ns, key):
+        raise FailedPrecondition(f'snapshot "{key}": has children ("{children[0]}")')
+    txn.delete(ns_key(ns, key), db=store.snapshots)
+    return record
+
+
+def release_snapshot(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> bool:
+    """A container stopped using ``key``: remove it if it is active and nothing else uses it.
+
+    Returns whether a record was removed (its directory then goes too).
+    Committed snapshots stay: they are an image's layers, or a user's.
+    """
+    raw = txn.get(ns_key(ns, key), db=store.snapshots)
+    if raw is None:
+        return False
+    record = unpack(bytes(raw))
+    if record["kind"] != ACTIVE or users_of(txn, store, ns, key):
+        return False
+    if children_of(txn, store, ns, key):
+        return False
+    txn.delete(ns_key(ns, key), db=store.snapshots)
+    return True

@@ -1,0 +1,221 @@
+"""The snapshot actor: Prepare, View, Commit, Remove and Usage, one at a time.
+
+It owns the snapshotter's directory work (a native Prepare copies a whole
+tree), so that work never runs in the front end's thread or stalls the
+metadata actor's group commits. Each operation does its file work and its
+record write in the order that keeps a crash harmless (see
+:mod:`actors.leases` and :mod:`actors.gc`): a new directory is leased before
+it is made and recorded before the lease ends; a removed snapshot loses its
+record first and its directory after.
+
+Stat, List and Mounts read records only and are answered by the service.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+import pykka
+
+from actors.leases import Leases
+from actors.metadata import transact
+from actors.snapshot_records import (
+    ACTIVE,
+    add_snapshot,
+    commit_snapshot,
+    get_snapshot,
+    parent_ids,
+    remove_snapshot,
+)
+from actors.store import Store
+from actors.supervision import Directory, SupervisedActor
+from runtime.snapshot_base import Snapshotter
+from wire.codec import pack
+from wire.errors import AlreadyExists, FailedPrecondition
+from wire.reply import Reply
+
+__all__ = [
+    "CommitSnapshot",
+    "PrepareSnapshot",
+    "RemoveSnapshot",
+    "SnapshotActor",
+    "SnapshotIds",
+    "SnapshotUsage",
+]
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotIds:
+    """Directory ids for new snapshots: never reused, also across restarts."""
+
+    def __init__(self, existing: Iterable[str]) -> None:
+        start = max((int(i) for i in existing if i.isdigit()), default=0) + 1
+        self._next = itertools.count(start)
+        self._lock = threading.Lock()
+
+    def take(self) -> str:
+        """A fresh id."""
+        with self._lock:
+            return str(next(self._next))
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareSnapshot:
+    """Prepare (or, ``readonly``, View) ``key`` on ``parent``; reply ``{"mounts": [...]}``."""
+
+    ns: str
+    key: str
+    parent: str
+    labels: dict[str, str]
+    readonly: bool
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSnapshot:
+    """Commit active ``key`` as ``name``; reply ``{}``."""
+
+    ns: str
+    name: str
+    key: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSnapshot:
+    """Remove ``key``; reply ``{}``."""
+
+    ns: str
+    key: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotUsage:
+    """Reply ``{"size", "inodes"}`` of ``key``'s own tree."""
+
+    ns: str
+    key: str
+    reply: Reply
+
+
+class SnapshotActor(SupervisedActor):
+    """Serializes the snapshotter's work and records it through the metadata actor."""
+
+    name = "snapshots"
+
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any] | None,
+        store: Store,
+        directory: Directory,
+        snapshotter: Snapshotter,
+        ids: SnapshotIds,
+        leases: Leases,
+    ) -> None:
+        super().__init__(supervisor)
+        self.store = store
+        self.directory = directory
+        self.snapshotter = snapshotter
+        self.ids = ids
+        self.leases = leases
+        self._current: Reply | None = None
+
+    def pending_replies(self) -> list[Reply]:
+        return [self._current] if self._current is not None else []
+
+    def on_receive(self, message: Any) -> Any:
+        handlers: dict[type, Callable[[Any], dict[str, Any]]] = {
+            PrepareSnapshot: self._prepare,
+            CommitSnapshot: self._commit,
+            RemoveSnapshot: self._remove,
+            SnapshotUsage: self._usage,
+        }
+        handler = handlers.get(type(message))
+        if handler is None:
+            log.warning("snapshots: unexpected message %r", message)
+            return None
+        reply: Reply = message.reply
+        self._current = reply
+        try:
+            reply.ok(handler(message))
+        except Exception as exc:
+            reply.fail(exc)
+        finally:
+            self._current = None
+        return None
+
+    def _prepare(self, msg: PrepareSnapshot) -> dict[str, Any]:
+        with self.store.read() as txn:
+            if txn.get(f"{msg.ns}\x00{msg.key}".encode(), db=self.store.snapshots) is not None:
+                raise AlreadyExists(f'snapshot "{msg.key}": already exists')
+            parents: list[str] = []
+            if msg.parent:
+                parent = get_snapshot(txn, self.store, msg.ns, msg.parent)
+                parents = [parent["id"], *parent_ids(txn, self.store, msg.ns, parent)]
+        id = self.ids.take()
+        record = {
+            "key": msg.key,
+            "id": id,
+            "kind": ACTIVE,
+            "readonly": msg.readonly,
+            "parent": msg.parent,
+            "labels": msg.labels,
+        }
+        with self.leases.hold() as lease:
+            lease.snapshot(id)
+            self.snapshotter.prepare(id, parents, readonly=msg.readonly)
+            try:
+                transact(
+                    self.directory,
+                    lambda txn, store, stamp: add_snapshot(txn, store, msg.ns, record, stamp),
+                )
+            except BaseException:
+                self.snapshotter.remove(id)
+                raise
+        log.debug("snapshot %s/%s prepared (id %s)", msg.ns, msg.key, id)
+        return {"mounts": self.snapshotter.mounts(id, parents, msg.readonly)}
+
+    def _commit(self, msg: CommitSnapshot) -> dict[str, Any]:
+        with self.store.read() as txn:
+            record = get_snapshot(txn, self.store, msg.ns, msg.key)
+        if record["kind"] == ACTIVE and not record["readonly"]:
+            self.snapshotter.commit(record["id"])  # data durable before the record says so
+
+        def apply(txn: lmdb.Transaction, store: Store, stamp: Any) -> bytes:
+            commit_snapshot(txn, store, msg.ns, msg.name, msg.key, stamp)
+            return pack({})
+
+        transact(self.directory, apply)
+        return {}
+
+    def _remove(self, msg: RemoveSnapshot) -> dict[str, Any]:
+        with self.store.read() as txn:
+            record = get_snapshot(txn, self.store, msg.ns, msg.key)
+        user = self.snapshotter.in_use(record["id"])
+        if user is not None:
+            raise FailedPrecondition(f'snapshot "{msg.key}": in use ({user})')
+
+        def apply(txn: lmdb.Transaction, store: Store, stamp: Any) -> bytes:
+            remove_snapshot(txn, store, msg.ns, msg.key)
+            return pack({})
+
+        transact(self.directory, apply)
+        try:
+            self.snapshotter.remove(record["id"])
+        except Exception as exc:  # no record names it now: the next sweep retries
+            log.warning("snapshot %s/%s: directory left for the sweep: %s", msg.ns, msg.key, exc)
+        return {}
+
+    def _usage(self, msg: SnapshotUsage) -> dict[str, Any]:
+        with self.store.read() as txn:
+            record = get_snapshot(txn, self.store, msg.ns, msg.key)
+        size, inodes = self.snapshotter.usage(record["id"])
+        return {"size": size, "inodes": inodes}
