@@ -284,6 +284,7 @@ class ContainerActor(SupervisedActor):
             ended=lambda: registry.tell(ns, cid, TaskEnded(), start=False),
             cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
             content=rt.content,
+            leases=rt.leases,
             shown=lambda info: registry.show(ns, cid, info),
             runtime_binary=binary,
         )

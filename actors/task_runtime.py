@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from actors.leases import Leases
 from runtime.content import ContentStore
 from runtime.mounts import unmount_all
 from runtime.runc import Runc, RuncError
@@ -33,6 +34,7 @@ class TaskRuntime:
     runtimes: dict[str, str]  # runtime name -> OCI runtime binary
     events_address: str
     content: ContentStore
+    leases: Leases = field(default_factory=Leases)  # the daemon's: see actors.leases
 
     def task_dir(self, ns: str, cid: str) -> Path:
         """Where a task's bundle, shim socket and exit file live."""

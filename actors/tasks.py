@@ -26,7 +26,9 @@ from typing import Any
 import pykka
 
 from actors.events import Publish
-from actors.metadata import DeleteTask, PutTask
+from actors.image_records import GC_ROOT_LABEL, add_content
+from actors.leases import Leases
+from actors.metadata import DeleteTask, PutTask, transact
 from actors.supervision import Directory, SupervisedActor
 from actors.task_state import ExecProcess, TaskState, TaskStatus
 from runtime.checkpoint import store_checkpoint
@@ -147,6 +149,7 @@ class TaskActor(SupervisedActor):
         content: ContentStore,
         shown: Callable[[dict[str, Any] | None], None] = lambda _info: None,
         runtime_binary: str = "runc",
+        leases: Leases | None = None,
     ) -> None:
         super().__init__(supervisor)
         self.state = state
@@ -160,6 +163,7 @@ class TaskActor(SupervisedActor):
         self.content = content
         self._shown = shown  # where Info and List read a live task's state
         self.runtime_binary = runtime_binary
+        self.leases = leases or Leases()
 
     # plumbing
 
@@ -344,8 +348,19 @@ class TaskActor(SupervisedActor):
         self.state.check_live()
         result = self._call("checkpoint", **args)
         image = Path(result["image_path"])
+        ns = self.state.ns
         try:
-            descriptor = store_checkpoint(image, self.content)
+            with self.leases.hold() as lease:
+                descriptor = store_checkpoint(image, self.content, hold=lease.blob)
+                # A root of garbage collection until the user deletes it
+                # (Content/Delete), as containerd labels checkpoints.
+                labels = {GC_ROOT_LABEL: str(time.time_ns())}
+
+                def record(txn: Any, store: Any, stamp: Any) -> bytes:
+                    add_content(txn, store, ns, [descriptor["digest"]], stamp, labels)
+                    return b""
+
+                transact(self.directory, record)
         finally:
             shutil.rmtree(image, ignore_errors=True)
         reply.ok({"descriptors": [descriptor]})

@@ -118,6 +118,7 @@ class Daemon:
             config.runtimes,
             events_address,
             self.content,
+            self.leases,
         )
         self.containers = ContainerActors(
             self.directory,

@@ -50,3 +50,18 @@ def test_a_checkpoint_blob_with_a_path_outside_is_refused(tmp_path):
     with pytest.raises(InvalidArgument, match="evil"):
         unpack_checkpoint(digest, content, tmp_path / "out")
     assert not (tmp_path / "evil").exists()
+
+
+def test_the_checkpoint_digest_is_held_before_its_blob_is_stored(tmp_path):
+    image = tmp_path / "image"
+    image.mkdir()
+    (image / "core-1.img").write_bytes(b"core")
+    content = ContentStore(tmp_path / "root")
+    held: list[tuple[str, bool]] = []
+
+    def hold(digest: str) -> None:
+        held.append((digest, content.exists(digest)))
+
+    descriptor = store_checkpoint(image, content, hold=hold)
+    assert held == [(descriptor["digest"], False)]
+    assert content.exists(descriptor["digest"])
