@@ -1,7 +1,7 @@
 """berth's public client: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
 
 Both share one method table. Each RPC is written once, in a group class such
-as :class:`_Containers`, as a description of the call (:class:`_Rpc`: method,
+as :class:`_Containers`, as a description of the call (:class:`Rpc`: method,
 body, and how to pick the useful part out of the reply) handed to an
 *invoker*. The sync invoker performs the call and returns the value; the
 async one returns a coroutine (or an async generator for streams). The group
@@ -20,14 +20,29 @@ Errors are the classes of :mod:`wire.errors`, re-exported by :mod:`berth`::
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable
-from dataclasses import dataclass
 from operator import itemgetter
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, cast
 
+from berth.client_base import (
+    DEFAULT,
+    AsyncInvoker,
+    Body,
+    Done,
+    Group,
+    Invoker,
+    Map,
+    MapIter,
+    MapList,
+    Rpc,
+    SyncInvoker,
+    Timeout,
+    nothing,
+    whole,
+)
+from berth.client_images import Content, Images, Snapshots
 from wire.transport import AsyncTransport, SyncTransport
 
 __all__ = [
@@ -41,21 +56,6 @@ __all__ = [
 
 OCI_SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
-Body = dict[str, Any]
-
-
-class _Default(enum.Enum):
-    """Marks an argument left to the client's own setting."""
-
-    TIMEOUT = "timeout"
-
-    def __repr__(self) -> str:
-        return "<the client's timeout>"
-
-
-_DEFAULT = _Default.TIMEOUT
-Timeout = float | None | _Default
-
 
 def oci_spec_any(spec: dict[str, Any]) -> dict[str, Any]:
     """Wrap an OCI runtime spec (a dict) as the ``google.protobuf.Any`` the wire carries."""
@@ -67,106 +67,10 @@ def _spec_any(spec: dict[str, Any]) -> dict[str, Any]:
     return spec if "type_url" in spec else oci_spec_any(spec)
 
 
-def _whole(reply: Body) -> Body:
-    return reply
-
-
-def _nothing(reply: Body) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class _Rpc:
-    """One call as the group classes describe it, for an invoker to perform."""
-
-    method: str
-    body: Body
-    extract: Callable[[Body], Any] = _whole
-    namespace: str | None = None
-    timeout: Timeout = _DEFAULT
-
-
-class _Invoker(Protocol):
-    namespace: str
-    timeout: float | None
-
-    def unary(self, rpc: _Rpc) -> Any: ...
-
-    def stream(self, rpc: _Rpc) -> Any: ...
-
-
-class _InvokerBase:
-    """Client-level defaults, applied to each call that does not override them."""
-
-    def __init__(self, namespace: str, timeout: float | None) -> None:
-        self.namespace = namespace
-        self.timeout = timeout
-
-    def _options(self, rpc: _Rpc) -> tuple[str, float | None]:
-        timeout = self.timeout if rpc.timeout is _DEFAULT else rpc.timeout
-        return rpc.namespace or self.namespace, timeout
-
-
-class _SyncInvoker(_InvokerBase):
-    def __init__(self, transport: SyncTransport, namespace: str, timeout: float | None) -> None:
-        super().__init__(namespace, timeout)
-        self.transport = transport
-
-    def unary(self, rpc: _Rpc) -> Any:
-        ns, timeout = self._options(rpc)
-        return rpc.extract(self.transport.call(rpc.method, rpc.body, namespace=ns, timeout=timeout))
-
-    def stream(self, rpc: _Rpc) -> Generator[Any, None, None]:
-        # Eager: the call returns once the stream is in place, so a caller
-        # that subscribes to Events and then acts misses nothing.
-        ns, timeout = self._options(rpc)
-        return self.transport.open_stream(
-            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
-        )
-
-
-class _AsyncInvoker(_InvokerBase):
-    def __init__(self, transport: AsyncTransport, namespace: str, timeout: float | None) -> None:
-        super().__init__(namespace, timeout)
-        self.transport = transport
-
-    async def unary(self, rpc: _Rpc) -> Any:
-        ns, timeout = self._options(rpc)
-        reply = await self.transport.call(rpc.method, rpc.body, namespace=ns, timeout=timeout)
-        return rpc.extract(reply)
-
-    def stream(self, rpc: _Rpc) -> AsyncGenerator[Any, None]:
-        ns, timeout = self._options(rpc)
-        return self.transport.stream(
-            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
-        )
-
-
-# What a call returns, per client: for Client the value itself, for
-# AsyncClient a coroutine of it (or an async generator for a stream).
-_Map = TypeVar("_Map")  # one message, as a dict
-_MapList = TypeVar("_MapList")  # a list of them
-_Done = TypeVar("_Done")  # nothing
-_MapIter = TypeVar("_MapIter")  # a stream of messages
-
-
-class _Group(Generic[_Map, _MapList, _Done, _MapIter]):
-    """A service's RPCs; each builds an :class:`_Rpc` and hands it to the invoker."""
-
-    def __init__(self, invoker: _Invoker) -> None:
-        self._invoker = invoker
-
-    def _unary(self, rpc: _Rpc) -> Any:
-        return self._invoker.unary(rpc)
-
-    def _stream(self, rpc: _Rpc) -> Any:
-        return self._invoker.stream(rpc)
-
-
 _CONTAINERS = "containerd.v1.Containers/"
 
 
-class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
+class _Containers(Group[Map, MapList, Done, MapIter]):
     """``containerd.v1.Containers``, plus ``berth.v1.Containers/ListStream``.
 
     Containers are returned as dicts with the proto's fields (``id``,
@@ -184,7 +88,7 @@ class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
         image: str = "",
         runtime: str = "",
         rootfs: str = "",
-    ) -> _Map:
+    ) -> Map:
         """``Create``: store a new container; returns it as stored."""
         container = {
             "id": id,
@@ -194,19 +98,17 @@ class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
             "spec": _spec_any(spec),
             "rootfs": rootfs,
         }
-        rpc = _Rpc(_CONTAINERS + "Create", {"container": container}, itemgetter("container"))
-        return cast(_Map, self._unary(rpc))
+        rpc = Rpc(_CONTAINERS + "Create", {"container": container}, itemgetter("container"))
+        return cast(Map, self._unary(rpc))
 
-    def get(self, id: str) -> _Map:
+    def get(self, id: str) -> Map:
         """``Get``: the container ``id``; :class:`~wire.errors.NotFound` if none."""
-        return cast(
-            _Map, self._unary(_Rpc(_CONTAINERS + "Get", {"id": id}, itemgetter("container")))
-        )
+        return cast(Map, self._unary(Rpc(_CONTAINERS + "Get", {"id": id}, itemgetter("container"))))
 
-    def list(self, filter: str = "") -> _MapList:
+    def list(self, filter: str = "") -> MapList:
         """``List``: the containers matching ``filter`` (containerd's filter syntax)."""
-        rpc = _Rpc(_CONTAINERS + "List", {"filter": filter}, itemgetter("containers"))
-        return cast(_MapList, self._unary(rpc))
+        rpc = Rpc(_CONTAINERS + "List", {"filter": filter}, itemgetter("containers"))
+        return cast(MapList, self._unary(rpc))
 
     def update(
         self,
@@ -218,7 +120,7 @@ class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
         spec: dict[str, Any] | None = None,
         rootfs: str | None = None,
         update_mask: Iterable[str] | None = None,
-    ) -> _Map:
+    ) -> Map:
         """``Update``: send the fields given (not None); returns the stored container.
 
         Without ``update_mask`` the daemon replaces every mutable field, so
@@ -233,16 +135,16 @@ class _Containers(_Group[_Map, _MapList, _Done, _MapIter]):
         body: Body = {"container": container}
         if update_mask is not None:
             body["update_mask"] = {"paths": list(update_mask)}
-        return cast(_Map, self._unary(_Rpc(_CONTAINERS + "Update", body, itemgetter("container"))))
+        return cast(Map, self._unary(Rpc(_CONTAINERS + "Update", body, itemgetter("container"))))
 
-    def delete(self, id: str) -> _Done:
+    def delete(self, id: str) -> Done:
         """``Delete``: remove the container; FailedPrecondition while it has a task."""
-        return cast(_Done, self._unary(_Rpc(_CONTAINERS + "Delete", {"id": id}, _nothing)))
+        return cast(Done, self._unary(Rpc(_CONTAINERS + "Delete", {"id": id}, nothing)))
 
-    def list_stream(self, filter: str = "") -> _MapIter:
+    def list_stream(self, filter: str = "") -> MapIter:
         """``berth.v1.Containers/ListStream``: the matching containers, one at a time."""
-        rpc = _Rpc("berth.v1.Containers/ListStream", {"filter": filter}, itemgetter("container"))
-        return cast(_MapIter, self._stream(rpc))
+        rpc = Rpc("berth.v1.Containers/ListStream", {"filter": filter}, itemgetter("container"))
+        return cast(MapIter, self._stream(rpc))
 
 
 _TASKS = "containerd.v1.services.execution.Tasks/"
@@ -254,7 +156,7 @@ def process_any(process: dict[str, Any]) -> dict[str, Any]:
     return {"type_url": PROCESS_TYPE_URL, "value": json.dumps(process).encode()}
 
 
-class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
+class _Tasks(Group[Map, MapList, Done, MapIter]):
     """``containerd.v1.services.execution.Tasks``: a container's running instance.
 
     Tasks are dicts with the proto's fields (``id``, ``container_id``,
@@ -273,7 +175,7 @@ class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
         stderr: str = "",
         terminal: bool = False,
         checkpoint: dict[str, Any] | None = None,
-    ) -> _Map:
+    ) -> Map:
         """``Create``: the task of ``container_id``; returns ``{container_id, pid}``."""
         body: Body = {
             "container_id": container_id,
@@ -285,35 +187,35 @@ class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
         }
         if checkpoint is not None:
             body["checkpoint"] = checkpoint
-        return cast(_Map, self._unary(_Rpc(_TASKS + "Create", body)))
+        return cast(Map, self._unary(Rpc(_TASKS + "Create", body)))
 
     def _by_id(self, method: str, container_id: str, extract: Callable[[Body], Any]) -> Any:
-        return self._unary(_Rpc(_TASKS + method, {"container_id": container_id}, extract))
+        return self._unary(Rpc(_TASKS + method, {"container_id": container_id}, extract))
 
-    def start(self, container_id: str) -> _Done:
+    def start(self, container_id: str) -> Done:
         """``Start``: CREATED -> RUNNING."""
-        return cast(_Done, self._by_id("Start", container_id, _nothing))
+        return cast(Done, self._by_id("Start", container_id, nothing))
 
-    def delete(self, container_id: str) -> _Map:
+    def delete(self, container_id: str) -> Map:
         """``Delete``: a stopped (or never started) task; returns its exit status and time."""
-        return cast(_Map, self._by_id("Delete", container_id, _whole))
+        return cast(Map, self._by_id("Delete", container_id, whole))
 
-    def info(self, container_id: str) -> _Map:
+    def info(self, container_id: str) -> Map:
         """``Info``: the task."""
-        return cast(_Map, self._by_id("Info", container_id, itemgetter("task")))
+        return cast(Map, self._by_id("Info", container_id, itemgetter("task")))
 
-    def list(self) -> _MapList:
+    def list(self) -> MapList:
         """``List``: every task of the namespace."""
-        return cast(_MapList, self._unary(_Rpc(_TASKS + "List", {}, itemgetter("tasks"))))
+        return cast(MapList, self._unary(Rpc(_TASKS + "List", {}, itemgetter("tasks"))))
 
-    def kill(self, container_id: str, signal: int = 0, *, all: bool = False, pid: int = 0) -> _Done:
+    def kill(self, container_id: str, signal: int = 0, *, all: bool = False, pid: int = 0) -> Done:
         """``Kill``: signal the init (default), one ``pid``, or ``all`` processes; 0 is SIGTERM."""
         body: Body = {"container_id": container_id, "signal": signal}
         if all:
             body["all"] = True
         elif pid:
             body["pid"] = pid
-        return cast(_Done, self._unary(_Rpc(_TASKS + "Kill", body, _nothing)))
+        return cast(Done, self._unary(Rpc(_TASKS + "Kill", body, nothing)))
 
     def exec(
         self,
@@ -324,7 +226,7 @@ class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
         stdin: str = "",
         stdout: str = "",
         stderr: str = "",
-    ) -> _Map:
+    ) -> Map:
         """``Exec``: a new process in a RUNNING task; ``spec`` is an OCI process (dict or Any)."""
         body: Body = {
             "container_id": container_id,
@@ -334,56 +236,62 @@ class _Tasks(_Group[_Map, _MapList, _Done, _MapIter]):
             "stderr": stderr,
             "spec": spec if "type_url" in spec else process_any(spec),
         }
-        return cast(_Map, self._unary(_Rpc(_TASKS + "Exec", body)))
+        return cast(Map, self._unary(Rpc(_TASKS + "Exec", body)))
 
-    def pty(self, container_id: str, *, width: int, height: int, pid: int = 0) -> _Done:
+    def pty(self, container_id: str, *, width: int, height: int, pid: int = 0) -> Done:
         """``Pty``: resize a terminal process's pty (pid 0: the init)."""
         body = {"container_id": container_id, "pid": pid, "width": width, "height": height}
-        return cast(_Done, self._unary(_Rpc(_TASKS + "Pty", body, _nothing)))
+        return cast(Done, self._unary(Rpc(_TASKS + "Pty", body, nothing)))
 
-    def close_stdin(self, container_id: str, pid: int = 0) -> _Done:
+    def close_stdin(self, container_id: str, pid: int = 0) -> Done:
         """``CloseStdin``: close a process's stdin (pid 0: the init)."""
         body = {"container_id": container_id, "pid": pid}
-        return cast(_Done, self._unary(_Rpc(_TASKS + "CloseStdin", body, _nothing)))
+        return cast(Done, self._unary(Rpc(_TASKS + "CloseStdin", body, nothing)))
 
-    def pause(self, container_id: str) -> _Done:
+    def pause(self, container_id: str) -> Done:
         """``Pause``: RUNNING -> PAUSED."""
-        return cast(_Done, self._by_id("Pause", container_id, _nothing))
+        return cast(Done, self._by_id("Pause", container_id, nothing))
 
-    def resume(self, container_id: str) -> _Done:
+    def resume(self, container_id: str) -> Done:
         """``Resume``: PAUSED -> RUNNING."""
-        return cast(_Done, self._by_id("Resume", container_id, _nothing))
+        return cast(Done, self._by_id("Resume", container_id, nothing))
 
-    def processes(self, container_id: str) -> _MapList:
+    def processes(self, container_id: str) -> MapList:
         """``Processes``: the task's processes."""
-        return cast(_MapList, self._by_id("Processes", container_id, itemgetter("processes")))
+        return cast(MapList, self._by_id("Processes", container_id, itemgetter("processes")))
 
-    def checkpoint(self, container_id: str, **options: Any) -> _MapList:
+    def checkpoint(self, container_id: str, **options: Any) -> MapList:
         """``Checkpoint``: returns the checkpoint's descriptors; UNAVAILABLE without CRIU."""
         body: Body = {"container_id": container_id, **options}
         return cast(
-            _MapList, self._unary(_Rpc(_TASKS + "Checkpoint", body, itemgetter("descriptors")))
+            MapList, self._unary(Rpc(_TASKS + "Checkpoint", body, itemgetter("descriptors")))
         )
 
-    def events(self, *, timeout: float | None = None) -> _MapIter:
+    def events(self, *, timeout: float | None = None) -> MapIter:
         """``Events``: every task event of the namespace from now on (a stream).
 
         With :class:`Client` the subscription is live when this returns. It
         has no deadline unless ``timeout`` (seconds) is given.
         """
-        return cast(_MapIter, self._stream(_Rpc(_TASKS + "Events", {}, timeout=timeout)))
+        return cast(MapIter, self._stream(Rpc(_TASKS + "Events", {}, timeout=timeout)))
 
 
-class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
+class _Api(Group[Map, MapList, Done, MapIter]):
     """The calls common to both clients: generic ones, service groups, top-level RPCs."""
 
-    containers: _Containers[_Map, _MapList, _Done, _MapIter]
-    tasks: _Tasks[_Map, _MapList, _Done, _MapIter]
+    containers: _Containers[Map, MapList, Done, MapIter]
+    tasks: _Tasks[Map, MapList, Done, MapIter]
+    images: Images[Map, MapList, Done, MapIter]
+    snapshots: Snapshots[Map, MapList, Done, MapIter]
+    content: Content[Map, MapList, Done, MapIter]
 
-    def __init__(self, invoker: _Invoker) -> None:
+    def __init__(self, invoker: Invoker) -> None:
         super().__init__(invoker)
         self.containers = _Containers(invoker)
         self.tasks = _Tasks(invoker)
+        self.images = Images(invoker)
+        self.snapshots = Snapshots(invoker)
+        self.content = Content(invoker)
 
     @property
     def namespace(self) -> str:
@@ -401,11 +309,11 @@ class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
         body: dict[str, Any] | None = None,
         *,
         namespace: str | None = None,
-        timeout: Timeout = _DEFAULT,
-    ) -> _Map:
+        timeout: Timeout = DEFAULT,
+    ) -> Map:
         """Call any unary ``method`` (``"<package>.<Service>/<Method>"``); the reply body."""
-        rpc = _Rpc(method, body or {}, namespace=namespace, timeout=timeout)
-        return cast(_Map, self._unary(rpc))
+        rpc = Rpc(method, body or {}, namespace=namespace, timeout=timeout)
+        return cast(Map, self._unary(rpc))
 
     def stream(
         self,
@@ -413,19 +321,23 @@ class _Api(_Group[_Map, _MapList, _Done, _MapIter]):
         body: dict[str, Any] | None = None,
         *,
         namespace: str | None = None,
-        timeout: Timeout = _DEFAULT,
-    ) -> _MapIter:
+        timeout: Timeout = DEFAULT,
+    ) -> MapIter:
         """Call any streaming ``method``; an iterator of the bodies of its items.
 
         The timeout covers the whole stream: pass ``timeout=None`` for a long one.
         Closing the iterator before the end cancels the stream on the daemon.
         """
-        rpc = _Rpc(method, body or {}, namespace=namespace, timeout=timeout)
-        return cast(_MapIter, self._stream(rpc))
+        rpc = Rpc(method, body or {}, namespace=namespace, timeout=timeout)
+        return cast(MapIter, self._stream(rpc))
 
-    def version(self) -> _Map:
+    def version(self) -> Map:
         """``containerd.v1.Version/Version``: ``{"version", "revision"}`` of the daemon."""
-        return cast(_Map, self._unary(_Rpc("containerd.v1.Version/Version", {})))
+        return cast(Map, self._unary(Rpc("containerd.v1.Version/Version", {})))
+
+    def gc(self) -> Map:
+        """``berth.v1.GC/Run``: collect now; ``{"snapshots": [keys], "content": [digests]}``."""
+        return cast(Map, self._unary(Rpc("berth.v1.GC/Run", {})))
 
 
 class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
@@ -452,7 +364,7 @@ class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
         self._transport = SyncTransport(
             address, server_public_key=server_public_key, client_keypair=client_keypair
         )
-        super().__init__(_SyncInvoker(self._transport, namespace, timeout))
+        super().__init__(SyncInvoker(self._transport, namespace, timeout))
 
     @property
     def address(self) -> str:
@@ -503,7 +415,7 @@ class AsyncClient(
         self._transport = AsyncTransport(
             address, server_public_key=server_public_key, client_keypair=client_keypair
         )
-        super().__init__(_AsyncInvoker(self._transport, namespace, timeout))
+        super().__init__(AsyncInvoker(self._transport, namespace, timeout))
 
     @property
     def address(self) -> str:
