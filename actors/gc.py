@@ -31,14 +31,13 @@ import lmdb
 import pykka
 
 from actors.image_records import GC_ROOT_LABEL, list_content, list_images
-from actors.leases import Leases
 from actors.metadata import transact
 from actors.snapshot_records import ACTIVE, list_snapshots
+from actors.storage import Storage
 from actors.store import Store, ns_key
-from actors.supervision import Directory, SupervisedActor
+from actors.supervision import SupervisedActor
 from runtime.content import ContentStore
 from runtime.image_refs import image_refs
-from runtime.snapshot_base import Snapshotter
 from wire.reply import Reply
 
 __all__ = ["Collect", "Collector", "GarbageReport", "Sweep", "mark_and_forget"]
@@ -133,21 +132,14 @@ class Collector(SupervisedActor):
     name = "gc"
 
     def __init__(
-        self,
-        supervisor: pykka.ActorRef[Any] | None,
-        store: Store,
-        directory: Directory,
-        snapshotter: Snapshotter,
-        content: ContentStore,
-        leases: Leases,
-        grace_seconds: float,
+        self, supervisor: pykka.ActorRef[Any] | None, storage: Storage, grace_seconds: float
     ) -> None:
         super().__init__(supervisor)
-        self.store = store
-        self.directory = directory
-        self.snapshotter = snapshotter
-        self.content = content
-        self.leases = leases
+        self.store = storage.store
+        self.directory = storage.directory
+        self.snapshotter = storage.snapshotter
+        self.content = storage.content
+        self.leases = storage.leases
         self.grace_ns = int(grace_seconds * 1e9)
         self._pending: list[Reply] = []
 

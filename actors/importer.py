@@ -26,17 +26,15 @@ import lmdb
 import pykka
 
 from actors.image_records import add_content, check_image_name, put_image
-from actors.leases import Lease, Leases
+from actors.leases import Lease
 from actors.metadata import transact
 from actors.snapshot_records import COMMITTED, add_snapshot, list_snapshots
-from actors.snapshots import SnapshotIds
+from actors.storage import Storage
 from actors.store import Store
-from actors.supervision import Directory, SupervisedActor
-from runtime.content import ContentStore
+from actors.supervision import SupervisedActor
 from runtime.image_archive import ArchiveImage, ImageArchive, read_image_archive
 from runtime.layers import apply_layer
 from runtime.mounts import mount_all, unmount_all
-from runtime.snapshot_base import Snapshotter
 from wire.codec import pack
 from wire.errors import InvalidArgument
 from wire.reply import Reply
@@ -71,23 +69,15 @@ class ImportActor(SupervisedActor):
     name = "importer"
 
     def __init__(
-        self,
-        supervisor: pykka.ActorRef[Any] | None,
-        store: Store,
-        directory: Directory,
-        content: ContentStore,
-        snapshotter: Snapshotter,
-        ids: SnapshotIds,
-        leases: Leases,
-        scratch: Path,
+        self, supervisor: pykka.ActorRef[Any] | None, storage: Storage, scratch: Path
     ) -> None:
         super().__init__(supervisor)
-        self.store = store
-        self.directory = directory
-        self.content = content
-        self.snapshotter = snapshotter
-        self.ids = ids
-        self.leases = leases
+        self.store = storage.store
+        self.directory = storage.directory
+        self.content = storage.content
+        self.snapshotter = storage.snapshotter
+        self.ids = storage.ids
+        self.leases = storage.leases
         self.scratch = scratch
         self._current: Reply | None = None
 

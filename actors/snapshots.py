@@ -13,17 +13,14 @@ Stat, List and Mounts read records only and are answered by the service.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 import pykka
 
-from actors.leases import Leases
 from actors.metadata import transact
 from actors.snapshot_records import (
     ACTIVE,
@@ -33,9 +30,9 @@ from actors.snapshot_records import (
     parent_ids,
     remove_snapshot,
 )
+from actors.storage import Storage
 from actors.store import Store
-from actors.supervision import Directory, SupervisedActor
-from runtime.snapshot_base import Snapshotter
+from actors.supervision import SupervisedActor
 from wire.codec import pack
 from wire.errors import AlreadyExists, FailedPrecondition
 from wire.reply import Reply
@@ -45,25 +42,10 @@ __all__ = [
     "PrepareSnapshot",
     "RemoveSnapshot",
     "SnapshotActor",
-    "SnapshotIds",
     "SnapshotUsage",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class SnapshotIds:
-    """Directory ids for new snapshots: never reused, also across restarts."""
-
-    def __init__(self, existing: Iterable[str]) -> None:
-        start = max((int(i) for i in existing if i.isdigit()), default=0) + 1
-        self._next = itertools.count(start)
-        self._lock = threading.Lock()
-
-    def take(self) -> str:
-        """A fresh id."""
-        with self._lock:
-            return str(next(self._next))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,21 +93,13 @@ class SnapshotActor(SupervisedActor):
 
     name = "snapshots"
 
-    def __init__(
-        self,
-        supervisor: pykka.ActorRef[Any] | None,
-        store: Store,
-        directory: Directory,
-        snapshotter: Snapshotter,
-        ids: SnapshotIds,
-        leases: Leases,
-    ) -> None:
+    def __init__(self, supervisor: pykka.ActorRef[Any] | None, storage: Storage) -> None:
         super().__init__(supervisor)
-        self.store = store
-        self.directory = directory
-        self.snapshotter = snapshotter
-        self.ids = ids
-        self.leases = leases
+        self.store = storage.store
+        self.directory = storage.directory
+        self.snapshotter = storage.snapshotter
+        self.ids = storage.ids
+        self.leases = storage.leases
         self._current: Reply | None = None
 
     def pending_replies(self) -> list[Reply]:

@@ -34,7 +34,8 @@ from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
 from actors.shim_events import ShimEvents
 from actors.snapshot_records import list_snapshots
-from actors.snapshots import SnapshotActor, SnapshotIds
+from actors.snapshots import SnapshotActor
+from actors.storage import SnapshotIds, Storage
 from actors.store import Store, StoreError
 from actors.supervision import Directory, StartChild, Supervisor
 from actors.task_runtime import TaskRuntime
@@ -173,22 +174,12 @@ class Daemon:
                 for r in list_snapshots(txn, store, ns)
             }
         ids = SnapshotIds(snapshotter.ids() | recorded)
+        storage = Storage(store, directory, snapshotter, content, leases, ids)
         scratch = config.state / "unpack"
         grace = config.gc_grace_seconds
-        self._start_child(
-            "snapshots",
-            lambda sup: SnapshotActor.start(sup, store, directory, snapshotter, ids, leases),
-        )
-        self._start_child(
-            "importer",
-            lambda sup: ImportActor.start(
-                sup, store, directory, content, snapshotter, ids, leases, scratch
-            ),
-        )
-        self._start_child(
-            "gc",
-            lambda sup: Collector.start(sup, store, directory, snapshotter, content, leases, grace),
-        )
+        self._start_child("snapshots", lambda sup: SnapshotActor.start(sup, storage))
+        self._start_child("importer", lambda sup: ImportActor.start(sup, storage, scratch))
+        self._start_child("gc", lambda sup: Collector.start(sup, storage, grace))
         # What a crash left half done (an import, a delete) goes now.
         directory.tell("gc", Collect())
 
