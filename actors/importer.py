@@ -39,7 +39,7 @@ from wire.codec import pack
 from wire.errors import InvalidArgument
 from wire.reply import Reply
 
-__all__ = ["ImportActor", "ImportImages"]
+__all__ = ["ImportActor", "ImportImages", "clear_scratch"]
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,16 @@ class ImportActor(SupervisedActor):
         for digest in new_blobs:
             with contextlib.suppress(Exception):
                 self.content.delete(digest)
+
+
+def clear_scratch(scratch: Path) -> None:
+    """Unmount and remove what imports left in ``scratch`` (call when none runs)."""
+    if not scratch.is_dir():
+        return
+    unmount_all(scratch)
+    for leftover in scratch.iterdir():
+        with contextlib.suppress(OSError):
+            os.rmdir(leftover)  # empty once unmounted; never delete through a mount
 
 
 def _named_images(archive: ImageArchive, name: str, path: str) -> list[tuple[ArchiveImage, str]]:

@@ -25,9 +25,10 @@ import zmq
 from setproctitle import setproctitle
 
 from actors.containers import ContainerActors
+from actors.content_reader import ContentReader
 from actors.events import EventBus
 from actors.gc import Collect, Collector, Sweep
-from actors.importer import ImportActor
+from actors.importer import ImportActor, clear_scratch
 from actors.leases import Leases
 from actors.metadata import MetadataActor, ReserveSeq
 from actors.reader import ReaderActor
@@ -41,7 +42,9 @@ from actors.supervision import Directory, StartChild, Supervisor
 from actors.task_runtime import TaskRuntime
 from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
+from berth.services.content import ContentService
 from berth.services.image_import import ImportService
+from berth.services.images import ImagesService
 from berth.services.snapshots import SnapshotsService
 from berth.services.tasks import TasksService
 from berth.services.version import VersionService
@@ -164,8 +167,11 @@ class Daemon:
         content = self.content = ContentStore(config.root)
         snapshotter = self.snapshotter = pick_snapshotter(config.snapshotter, config.root)
         leases = self.leases = Leases()
-        # Left by a crash: nothing runs yet, so every ingest and tmp/ entry is stale.
+        # Left by a crash: nothing runs yet, so every ingest, tmp/ entry and
+        # unpack mount is stale (a mounted orphan could not be swept).
         content.clean_ingests(0)
+        scratch = config.state / "unpack"
+        clear_scratch(scratch)
         snapshotter.clean_temp()
         with store.read() as txn:
             recorded = {
@@ -175,11 +181,11 @@ class Daemon:
             }
         ids = SnapshotIds(snapshotter.ids() | recorded)
         storage = Storage(store, directory, snapshotter, content, leases, ids)
-        scratch = config.state / "unpack"
         grace = config.gc_grace_seconds
         self._start_child("snapshots", lambda sup: SnapshotActor.start(sup, storage))
         self._start_child("importer", lambda sup: ImportActor.start(sup, storage, scratch))
         self._start_child("gc", lambda sup: Collector.start(sup, storage, grace))
+        self._start_child("content-reader", lambda sup: ContentReader.start(sup, store, content))
         # What a crash left half done (an import, a delete) goes now.
         directory.tell("gc", Collect())
 
@@ -202,6 +208,8 @@ class Daemon:
             SnapshotsService(self.store, self.directory, self.snapshotter, self.content).routes()
         )
         table.update(ImportService(self.directory).routes())
+        table.update(ContentService(self.store, self.content, self.directory).routes())
+        table.update(ImagesService(self.store, self.directory).routes())
         table.update(VersionService().routes())
         return table
 
