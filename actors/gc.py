@@ -40,7 +40,7 @@ from runtime.content import ContentStore
 from runtime.image_refs import image_refs
 from wire.reply import Reply
 
-__all__ = ["Collect", "Collector", "GarbageReport", "Sweep", "mark_and_forget"]
+__all__ = ["Collect", "Collector", "GarbageReport", "Sweep", "image_using", "mark_and_forget"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,17 @@ def mark_and_forget(
             if digest not in blobs and GC_ROOT_LABEL not in held["labels"]:
                 txn.delete(ns_key(ns, digest), db=store.content)
     return sorted(forgotten)
+
+
+def image_using(
+    txn: lmdb.Transaction, store: Store, content: ContentStore, ns: str, digest: str
+) -> str | None:
+    """The name of an image of ``ns`` that references blob ``digest``, if one does."""
+    for image in list_images(txn, store, ns):
+        target = image["target"]
+        if digest in image_refs(content, target["digest"], target["media_type"]).blobs:
+            return str(image["name"])
+    return None
 
 
 class Collector(SupervisedActor):

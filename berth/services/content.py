@@ -21,6 +21,7 @@ from typing import Any
 import lmdb
 
 from actors.content_reader import ListContent, ReadContent, held_content, wire_info
+from actors.gc import image_using
 from actors.image_records import delete_content
 from actors.metadata import EMPTY_BODY, Transact
 from actors.store import Store
@@ -34,7 +35,7 @@ from wire.content_messages import (
     READ_CONTENT,
     STATUS_CONTENT,
 )
-from wire.errors import InvalidArgument
+from wire.errors import FailedPrecondition, InvalidArgument
 from wire.frontend import Request, Route
 
 __all__ = ["ContentService", "check_digest"]
@@ -101,12 +102,17 @@ class ContentService:
         """Delete {digest} -> {}: the namespace no longer holds the blob.
 
         The blob itself is removed by the sweep after the commit once no
-        namespace holds it (and no import in progress does).
+        namespace holds it (and no import in progress does). A blob an image
+        of the namespace references is FAILED_PRECONDITION: delete the image.
         """
         digest = check_digest(DELETE_CONTENT.decode(request.body)["digest"])
         ns = request.ns
+        content = self.content
 
         def apply(txn: lmdb.Transaction, store: Store, stamp: Any) -> bytes:
+            user = image_using(txn, store, content, ns, digest)
+            if user is not None:
+                raise FailedPrecondition(f'content "{digest}": used by image "{user}"')
             delete_content(txn, store, ns, digest)
             return EMPTY_BODY
 

@@ -459,6 +459,24 @@ def test_removing_a_snapshot_with_children_or_used_by_a_container_fails_precondi
         assert sorted(snapshots_by_key(client)) == sorted(chain)
 
 
+def test_deleting_a_blob_an_image_references_fails_precondition_naming_the_image(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    oci_archive(tmp_path / "image.tar", [busybox_layer()], name="example.com/test/held:1")
+    with client_for(daemon, namespace("held")) as client:
+        (image,) = import_archive(client, tmp_path / "image.tar")
+        digest = image["target"]["digest"]
+        with pytest.raises(berth.FailedPrecondition, match=r"example\.com/test/held:1"):
+            client.call("containerd.v1.Content/Delete", {"digest": digest})
+        assert client.call("containerd.v1.Content/Info", {"digest": digest})["info"]["size"] > 0
+        client.call("containerd.v1.Images/Delete", {"name": image["name"]})
+        # The collection an image delete starts runs after the reply.
+        deadline = time.monotonic() + 20
+        while digest in {i["digest"] for b in client.content.list() for i in b["info"]}:
+            assert time.monotonic() < deadline, "the image's blobs outlived its delete"
+            time.sleep(0.05)
+
+
 # --- 6. a daemon killed during an import --------------------------------------
 
 
