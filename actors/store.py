@@ -7,6 +7,7 @@ Layout of ``<root>/meta`` (one LMDB environment, named databases)::
     containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
     tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
     counters     b"events.seq"         -> b"<int>"      event seqs below it are reserved
+                 b"snapshotter"        -> b"<name>"     the snapshotter the snapshots belong to
     snapshots    <ns> 0x00 <key>       -> msgpack snapshot record (actors.snapshot_records)
     snaprefs     <ns> 0x00 <key> 0x00 <container id> -> b""   containers' rootfs references
     images       <ns> 0x00 <name>      -> msgpack Image, as on the wire
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 SEQ_KEY = b"events.seq"
+SNAPSHOTTER_KEY = b"snapshotter"
+
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,24 @@ class Store:
             if not bytes(key).startswith(prefix):
                 return
             yield bytes(key), bytes(value)
+
+    def bind_snapshotter(self, snapshotter: str) -> None:
+        """Record which snapshotter holds this root's snapshots; StoreError if another did.
+
+        Snapshot records name directories of one snapshotter: a daemon that
+        picked another (a config change, overlayfs no longer mounting) would
+        find none of them, so it refuses to start while any is recorded.
+        """
+        with self.env.begin(write=True) as txn:
+            used = txn.get(SNAPSHOTTER_KEY, db=self.counters)
+            name = snapshotter.encode()
+            if used is not None and used != name and txn.stat(self.snapshots)["entries"]:
+                raise StoreError(
+                    f"metadata store {self.path}: its snapshots belong to the "
+                    f"{used.decode()} snapshotter, but this daemon would use {snapshotter}; "
+                    f'set snapshotter = "{used.decode()}" in the config'
+                )
+            txn.put(SNAPSHOTTER_KEY, name, db=self.counters)
 
     def reserved_seq(self) -> int:
         """The first event seq not yet reserved (where a restarted bus starts)."""

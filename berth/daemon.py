@@ -94,6 +94,13 @@ class Daemon:
         except StoreError as exc:
             os.close(self._lock_fd)
             raise StartError(str(exc)) from exc
+        try:
+            self.snapshotter = pick_snapshotter(config.snapshotter, config.root)
+            self.store.bind_snapshotter(self.snapshotter.name)
+        except StoreError as exc:
+            self.store.close()
+            os.close(self._lock_fd)
+            raise StartError(str(exc)) from exc
         self.directory = Directory()
         self.supervisor = Supervisor.start(self.directory)
         store = self.store
@@ -165,7 +172,7 @@ class Daemon:
         """Content store, snapshotter and the actors of snapshots, imports and GC."""
         store, directory = self.store, self.directory
         content = self.content = ContentStore(config.root)
-        snapshotter = self.snapshotter = pick_snapshotter(config.snapshotter, config.root)
+        snapshotter = self.snapshotter
         leases = self.leases = Leases()
         # Left by a crash: nothing runs yet, so every ingest, tmp/ entry and
         # unpack mount is stale (a mounted orphan could not be swept).

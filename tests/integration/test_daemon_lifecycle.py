@@ -190,3 +190,19 @@ def test_sigterm_delivered_to_a_worker_thread_still_stops_the_daemon(tmp_path):
     finally:
         if d.proc.poll() is None:
             d.kill()
+
+
+def test_a_root_whose_snapshots_belong_to_another_snapshotter_is_refused(tmp_path):
+    d = make_daemon(tmp_path).start()
+    with berth.Client(d.address) as client:
+        client.snapshots.prepare("scratch")
+    assert d.stop() == 0
+    if not (d.root / "snapshots" / "overlayfs" / "snapshots").is_dir():
+        pytest.skip("overlayfs cannot mount here, so there is no other snapshotter to switch to")
+    config = tmp_path / "native.toml"
+    config.write_text('snapshotter = "native"\n')
+    again = make_daemon(tmp_path, "--config", str(config))
+    again.start(wait=False)
+    assert again.proc is not None
+    assert again.proc.wait(20) == 1
+    assert 'set snapshotter = "overlayfs"' in again.log_text()
