@@ -101,6 +101,7 @@ class SnapshotActor(SupervisedActor):
         self.ids = storage.ids
         self.leases = storage.leases
         self._current: Reply | None = None
+        self._later: list[Callable[[], None]] = []
 
     def pending_replies(self) -> list[Reply]:
         return [self._current] if self._current is not None else []
@@ -124,6 +125,10 @@ class SnapshotActor(SupervisedActor):
             reply.fail(exc)
         finally:
             self._current = None
+        # File work the answer need not wait for (see _remove).
+        later, self._later = self._later, []
+        for work in later:
+            work()
         return None
 
     def _prepare(self, msg: PrepareSnapshot) -> dict[str, Any]:
@@ -182,10 +187,16 @@ class SnapshotActor(SupervisedActor):
             return pack({})
 
         transact(self.directory, apply)
-        try:
-            self.snapshotter.remove(record["id"])
-        except Exception as exc:  # no record names it now: the next sweep retries
-            log.warning("snapshot %s/%s: directory left for the sweep: %s", msg.ns, msg.key, exc)
+
+        def remove_directory() -> None:
+            try:
+                self.snapshotter.remove(record["id"])
+            except Exception as exc:  # no record names it now: the next sweep retries
+                log.warning("snapshot %s/%s: left for the sweep: %s", msg.ns, msg.key, exc)
+
+        # Answered once the record is gone, as containerd does (its collector
+        # removes the files); here the directory goes right after the answer.
+        self._later.append(remove_directory)
         return {}
 
     def _usage(self, msg: SnapshotUsage) -> dict[str, Any]:

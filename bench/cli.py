@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import containers, tasks
+from bench import containers, images, tasks
 from bench.load import Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
@@ -48,6 +48,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Tasks service: lifecycle, exec, exit -> event latency and shim memory, beside raw runc",
         tasks.add_arguments,
         tasks.run,
+    ),
+    Scenario(
+        "images",
+        "Images: import + unpack of a ~100 MB archive beside ctr images import; "
+        "snapshot Prepare + Remove latency",
+        images.add_arguments,
+        images.run,
     ),
 )
 
