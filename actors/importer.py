@@ -168,11 +168,15 @@ class ImportActor(SupervisedActor):
         try:
             mount_all(self.snapshotter.mounts(id, parents, False), where)
             try:
+                # The uncompressed layer is spooled next to the ingests: on
+                # the root's disk, not in the state directory's RAM.
+                self.content.ingests.mkdir(mode=0o700, parents=True, exist_ok=True)
                 apply_layer(
                     where,
                     self.content.path_of(digest),
                     label=f"{digest} of image {image!r}",
                     expected_diff_id=diff_id,
+                    spool_dir=self.content.ingests,
                 )
             finally:
                 unmount_all(where)

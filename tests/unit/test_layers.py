@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gzip as gzip_module
 import hashlib
 import io
 import os
@@ -16,6 +19,7 @@ from runtime.layers import AppliedLayer, apply_layer, layer_diff_id, resolve_in_
 from runtime.rootfs import APPLETS, BUSYBOX
 from tests.image_archives import (
     HOSTILE_LAYERS,
+    Entry,
     Layer,
     busybox_layer,
     device_entry,
@@ -31,7 +35,7 @@ from tests.image_archives import (
     tar_bytes,
     whiteout_entry,
 )
-from wire.errors import InvalidArgument, NotFound
+from wire.errors import FailedPrecondition, InvalidArgument, NotFound
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")
 
@@ -281,10 +285,159 @@ def test_an_unexpected_diff_id_is_refused_before_anything_is_written(root: Path)
     assert apply(root, busybox_layer(), expected_diff_id=busybox_layer().diff_id)
 
 
-def test_a_layer_that_changes_between_its_two_reads_is_refused(root: Path) -> None:
-    reads = iter([layer([file_entry("a", b"1")]).blob, layer([file_entry("a", b"22")]).blob])
-    with pytest.raises(InvalidArgument, match="changed while it was applied"):
-        apply_layer(root, lambda: io.BytesIO(next(reads)))
+def spool_files(spool: Path) -> list[str]:
+    """What this process has open in ``spool`` (an unnamed file shows as deleted)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{spool}/"):
+                found.append(target)
+    return found
+
+
+@pytest.mark.parametrize(
+    "kind", ["applied", "hostile", "truncated", "damaged-gzip", "not-a-tar", "diff-id"]
+)
+def test_the_layer_is_read_once_spooled_in_spool_dir_and_the_spool_gone_however_it_ends(
+    tmp_path: Path, root: Path, kind: str
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    blob = busybox_layer(gzip=True).blob
+    if kind == "hostile":
+        blob = hostile_layer("symlink-escape", gzip=True).blob
+    elif kind == "truncated":
+        blob = blob[: len(blob) // 2]
+    elif kind == "damaged-gzip":
+        blob = blob[:-8] + bytes(b ^ 0xFF for b in blob[-8:])  # CRC and length
+    elif kind == "not-a-tar":
+        blob = b"no tar here\n" * 100
+    while_read: list[str] = []
+
+    def opener() -> io.BytesIO:
+        while_read.extend(spool_files(spool))
+        return io.BytesIO(blob)
+
+    expected = "sha256:" + "0" * 64 if kind == "diff-id" else None
+    if kind == "applied":
+        apply_layer(root, opener, spool_dir=spool)
+        assert (root / "bin/busybox").read_bytes() == BUSYBOX.read_bytes()
+    else:
+        with pytest.raises(InvalidArgument):
+            apply_layer(root, opener, spool_dir=spool, expected_diff_id=expected)
+        assert os.listdir(root) == []
+    assert len(while_read) == 1  # the layer was opened once, the spool there, unnamed
+    assert spool_files(spool) == []
+    assert os.listdir(spool) == []
+
+
+def test_a_spool_dir_that_is_missing_fails_before_the_layer_is_read(
+    tmp_path: Path, root: Path
+) -> None:
+    opened: list[int] = []
+
+    def opener() -> io.BytesIO:
+        opened.append(1)
+        return io.BytesIO(busybox_layer().blob)
+
+    with pytest.raises(FailedPrecondition, match="no spool in"):
+        apply_layer(root, opener, spool_dir=tmp_path / "absent")
+    assert opened == [] and os.listdir(root) == []
+
+
+def full_tree(root: Path) -> dict[str, tuple[int, bytes | str | None, int, int, int, int, int]]:
+    """``tree`` with owners, mtimes, link counts and device numbers."""
+    found = {}
+    for name, (mode, content) in tree(root).items():
+        st = (root / name).lstat()
+        found[name] = (mode, content, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_nlink,
+                       st.st_rdev)  # fmt: skip
+    return found
+
+
+def varied_entries() -> list[Entry]:
+    """Entries of every kind, file data from empty to past the spool's chunks."""
+    big = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit: spans 1 MiB chunks
+    entries = [
+        dir_entry("srv", 0o750, mtime=1000, uid=7, gid=8),
+        file_entry("srv/empty", b"", 0o600, mtime=1001),
+        file_entry("srv/big", big, 0o644, mtime=1002, uid=1234, gid=5678),
+        file_entry("srv/setuid", b"x", 0o4755, mtime=1003),
+        symlink_entry("srv/link", "big"),
+        hardlink_entry("srv/hard", "srv/big"),
+        fifo_entry("srv/fifo"),
+        dir_entry("srv/many", 0o755, mtime=1004),
+    ]
+    entries += [file_entry(f"srv/many/f{i}", b"%d" % i * i, mtime=1005 + i) for i in range(300)]
+    return entries
+
+
+def test_a_gzip_layer_applies_exactly_as_its_plain_tar_and_as_tarfile_reads_it(
+    tmp_path: Path,
+) -> None:
+    tar = tar_bytes(varied_entries())
+    one = gzip_module.compress(tar, mtime=0)
+    # Two gzip members with zero padding between and after, as gzip itself reads.
+    two = gzip_module.compress(tar[:7000], mtime=0) + b"\0" * 5
+    two += gzip_module.compress(tar[7000:], mtime=0) + b"\0" * 3
+    trees = []
+    for i, blob in enumerate([tar, one, two]):
+        target = tmp_path / f"root{i}"
+        target.mkdir()
+        applied = apply_layer(target, functools.partial(io.BytesIO, blob))
+        assert applied.diff_id == f"sha256:{hashlib.sha256(tar).hexdigest()}"
+        assert (applied.size, applied.entries) == (len(tar), len(varied_entries()))
+        trees.append(full_tree(target))
+    assert trees[0] == trees[1] == trees[2]
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        for m in tf:
+            mode, content, uid, gid, mtime, _, _ = trees[0][m.name]
+            if m.islnk():  # the inode of its target, which is checked
+                continue
+            assert stat.S_IMODE(mode) == (0o777 if m.issym() else m.mode), m.name
+            if m.isreg():
+                data = tf.extractfile(m)
+                assert data is not None and content == data.read(), m.name
+            if m.issym():
+                assert content == m.linkname
+            else:
+                assert mtime == m.mtime * 1_000_000_000, m.name
+            if os.geteuid() == 0:
+                assert (uid, gid) == (m.uid, m.gid), m.name
+    assert trees[0]["srv/hard"] == trees[0]["srv/big"]
+    assert trees[0]["srv/big"][5] == 2
+
+
+def test_data_after_the_end_of_the_archive_is_hashed_not_applied(root: Path) -> None:
+    tar = tar_bytes([file_entry("a", b"1")]) + b"\0" * 4096 + b"trailing"
+    applied = apply_layer(root, lambda: io.BytesIO(gzip_module.compress(tar)))
+    assert applied.diff_id == f"sha256:{hashlib.sha256(tar).hexdigest()}"
+    assert applied.size == len(tar)
+    assert os.listdir(root) == ["a"]
+
+
+def sparse_entry(name: str, stored: bytes, sparse_map: str, size: int) -> Entry:
+    """A GNU sparse file (PAX format 0.1): ``stored`` spread by ``sparse_map``."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.pax_headers = len(stored), 0o644, {
+        "GNU.sparse.major": "0", "GNU.sparse.minor": "1", "GNU.sparse.name": name,
+        "GNU.sparse.size": str(size), "GNU.sparse.map": sparse_map,
+    }  # fmt: skip
+    return info, stored
+
+
+def test_a_sparse_file_is_written_with_its_holes(root: Path) -> None:
+    apply(root, layer([sparse_entry("s", b"helloabc", "0,5,1000,3", 1003), file_entry("z", b"z")]))
+    assert (root / "s").read_bytes() == b"hello" + b"\0" * 995 + b"abc"
+    assert (root / "z").read_bytes() == b"z"
+
+
+def test_a_sparse_map_beyond_the_entrys_data_is_refused(root: Path) -> None:
+    entries = [sparse_entry("s", b"helloabc", "0,5,1000,600", 1600), file_entry("z", b"z")]
+    with pytest.raises(InvalidArgument, match="sparse map beyond"):
+        apply(root, layer(entries, gzip=True))
+    assert os.listdir(root) == []
 
 
 def test_resolve_in_root_reads_symlinks_as_inside_a_chroot(root: Path) -> None:
