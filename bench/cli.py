@@ -1,15 +1,18 @@
 """``berth-bench``: load scenarios against berthd, one subcommand each.
 
-Every scenario gets the same common options (target, clients, load,
-report) as a :class:`~bench.load.RunOptions`, plus its own, and returns the
-process's exit code. To add a scenario (tasks, exec, events, images,
-mixed), write a module with ``add_arguments(parser)`` and
+Every scenario gets the same common options (target, clients, load and
+its pace, side by side with containerd, progress, plots, report) as a
+:class:`~bench.load.RunOptions`, plus its own, and returns the process's
+exit code. A scenario on the load engine writes only its phases and
+checks as ``measure(session)`` and hands it to
+:func:`bench.session.run_load_scenario` (see :mod:`bench.execs`); to add
+one, write a module with ``add_arguments(parser)`` and
 ``run(options, args) -> int`` and add one :class:`Scenario` row to
 :data:`SCENARIOS`::
 
     berth-bench containers                      # spawn a berthd, 1 and 16 clients
-    berth-bench containers --address ipc:///run/berth/berth.sock --clients 1,4,16
-    berth-bench containers --ops 20000 --scale 0 --json /tmp/r.json
+    berth-bench exec --clients 1,4 --rate 50    # open loop: 50 execs/s
+    berth-bench mixed --compare containerd --containerd-address unix:///run/containerd/containerd.sock
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import containers, images, tasks
+from bench import containers, events, execs, images, mixed, progress, tasks
 from bench.load import Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
@@ -48,6 +51,24 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Tasks service: lifecycle, exec, exit -> event latency and shim memory, beside raw runc",
         tasks.add_arguments,
         tasks.run,
+    ),
+    Scenario(
+        "exec",
+        "Exec storm: clients exec `true` into running tasks and wait for each exit",
+        execs.add_arguments,
+        execs.run,
+    ),
+    Scenario(
+        "events",
+        "Event fan-out: M subscribers while clients churn task lifecycles",
+        events.add_arguments,
+        events.run,
+    ),
+    Scenario(
+        "mixed",
+        "A weighted mix of container, task, exec and snapshot calls at once",
+        mixed.add_arguments,
+        mixed.run,
     ),
     Scenario(
         "images",
@@ -122,13 +143,43 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
         help="unmeasured time at the start of each phase (default 0.5)",
     )
     load.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="CALLS_PER_S",
+        help="open loop: this many calls/s over all clients, latency measured from when each"
+        " call was due (no coordinated omission); default: closed loop",
+    )
+    load.add_argument(
         "--timeout",
         type=_positive_float,
         default=30.0,
         metavar="SECONDS",
         help="per-call timeout of the load clients, sent as timeout_ms; 0: none (default 30)",
     )
-    parser.add_argument(
+    compare = parser.add_argument_group("side by side")
+    compare.add_argument(
+        "--compare",
+        choices=["containerd"],
+        help="run every phase against containerd too (gRPC; needs berth[compare])",
+    )
+    compare.add_argument(
+        "--containerd-address",
+        metavar="SOCKET",
+        help="containerd's socket (default unix:///run/containerd/containerd.sock)",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the live progress line on stderr even when it is not a terminal",
+    )
+    output.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="write PNG plots of latency percentiles and throughput over time (matplotlib)",
+    )
+    output.add_argument(
         "--json",
         type=Path,
         default=Path(f"bench-report-{name}.json"),
@@ -155,13 +206,17 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``berth-bench``."""
     args = build_parser().parse_args(argv)
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+    progress.configure(args.progress)
     options = RunOptions(
         address=args.address,
         clients=args.clients,
-        load=Load(duration=args.duration, warmup=args.warmup, ops=args.ops),
+        load=Load(duration=args.duration, warmup=args.warmup, ops=args.ops, rate=args.rate),
         json_path=args.json,
         timeout=args.timeout or None,
         workdir=args.workdir,
+        plots=args.plots,
+        compare=args.compare,
+        containerd_address=args.containerd_address,
     )
     sys.exit(scenario.run(options, args))
 

@@ -39,7 +39,9 @@ __all__ = [
     "get_range_op",
     "ledger",
     "list_op",
+    "listed_ids",
     "update_op",
+    "worker_ledger",
 ]
 
 # A small OCI runtime spec, wrapped once as the Any the wire carries.
@@ -78,7 +80,7 @@ class Ledger:
 
 
 def _ledger(ctx: WorkerContext, ns: str) -> Ledger:
-    key = f"ledger:{ns}"
+    key = f"ledger:{ctx.backend}:{ns}"
     book = ctx.state.get(key)
     if book is None:
         book = ctx.state[key] = Ledger()
@@ -87,8 +89,18 @@ def _ledger(ctx: WorkerContext, ns: str) -> Ledger:
 
 
 def ledger(ctx: WorkerContext, ns: str) -> Ledger:
-    """Job: this worker's ledger of namespace ``ns``."""
+    """Job: this worker's ledger of namespace ``ns`` (on the current backend)."""
     return _ledger(ctx, ns)
+
+
+worker_ledger = _ledger
+
+
+def listed_ids(ctx: WorkerContext, params: tuple[str, str]) -> set[str]:
+    """Job: the ids List of namespace ``ns`` with ``filter`` returns (current backend)."""
+    ns, filter = params
+    listed = ctx.containers(ns).list(filter)
+    return {c["id"] if isinstance(c, dict) else str(c.id) for c in listed}
 
 
 def compare_ledgers(books: list[Ledger], listed: set[str]) -> tuple[dict[str, Any], list[str]]:
@@ -133,7 +145,7 @@ def _note_uncertain(book: Ledger, cid: str, exc: Exception) -> None:
 
 def create_op(ctx: WorkerContext, ns: str) -> Op:
     """Create containers with ids unique to this worker, label ``bench=1``."""
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
     book = _ledger(ctx, ns)
     seq = itertools.count(len(book.created) + len(book.uncertain))
     prefix = f"w{ctx.index}-"
@@ -141,7 +153,7 @@ def create_op(ctx: WorkerContext, ns: str) -> Op:
     def op() -> None:
         cid = f"{prefix}{next(seq)}"
         try:
-            client.containers.create(cid, spec=BENCH_SPEC, labels=BENCH_LABELS)
+            client.create(cid, spec=BENCH_SPEC, labels=BENCH_LABELS)
         except Exception as exc:
             _note_uncertain(book, cid, exc)
             raise
@@ -152,21 +164,21 @@ def create_op(ctx: WorkerContext, ns: str) -> Op:
 
 def get_op(ctx: WorkerContext, ns: str) -> Op:
     """Get a random one of the containers this worker created."""
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
     ids = _ledger(ctx, ns).created
     choice = random.Random(ctx.index).choice
 
     def op() -> None:
         if not ids:
             raise OutOfWork
-        client.containers.get(choice(ids))
+        client.get(choice(ids))
 
     return op
 
 
 def update_op(ctx: WorkerContext, ns: str) -> Op:
     """Set label ``k`` of a random one of this worker's containers (mask ``labels.k``)."""
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
     ids = _ledger(ctx, ns).created
     choice = random.Random(1000 + ctx.index).choice
     seq = itertools.count()
@@ -174,9 +186,7 @@ def update_op(ctx: WorkerContext, ns: str) -> Op:
     def op() -> None:
         if not ids:
             raise OutOfWork
-        client.containers.update(
-            choice(ids), labels={"k": str(next(seq))}, update_mask=["labels.k"]
-        )
+        client.update(choice(ids), labels={"k": str(next(seq))}, update_mask=["labels.k"])
 
     return op
 
@@ -184,10 +194,10 @@ def update_op(ctx: WorkerContext, ns: str) -> Op:
 def list_op(ctx: WorkerContext, params: tuple[str, int]) -> Op:
     """List the whole namespace, which must hold exactly ``expected`` containers."""
     ns, expected = params
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
 
     def op() -> None:
-        got = len(client.containers.list())
+        got = len(client.list())
         if got != expected:
             raise ListMismatch(f"namespace {ns}: listed {got} containers, expected {expected}")
 
@@ -196,7 +206,7 @@ def list_op(ctx: WorkerContext, params: tuple[str, int]) -> Op:
 
 def delete_op(ctx: WorkerContext, ns: str) -> Op:
     """Delete this worker's containers, oldest first; out of work when none is left."""
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
     book = _ledger(ctx, ns)
 
     def op() -> None:
@@ -205,7 +215,7 @@ def delete_op(ctx: WorkerContext, ns: str) -> Op:
         cid = book.created[book.next_delete]
         book.next_delete += 1
         try:
-            client.containers.delete(cid)
+            client.delete(cid)
         except Exception as exc:
             _note_uncertain(book, cid, exc)
             raise
@@ -217,11 +227,11 @@ def delete_op(ctx: WorkerContext, ns: str) -> Op:
 def get_range_op(ctx: WorkerContext, params: tuple[str, str, int]) -> Op:
     """Get a random one of the ids ``<prefix><0..count-1>`` (a bulk-filled namespace)."""
     ns, prefix, count = params
-    client = ctx.client(ns)
+    client = ctx.containers(ns)
     randrange = random.Random(2000 + ctx.index).randrange
 
     def op() -> None:
-        client.containers.get(f"{prefix}{randrange(count)}")
+        client.get(f"{prefix}{randrange(count)}")
 
     return op
 

@@ -39,10 +39,16 @@ from typing import Any
 
 import berth
 from bench import container_ops as ops
+from bench import mixed
+from bench.container_compare import ContainerdSide
+from bench.ctrd import available as ctrd_available
 from bench.load import OpFactory, RunOptions, run_phase
 from bench.options import at_least_one, busy_warning, measure_busy
 from bench.report import Outcome, format_report, report_json, write_json
+from bench.resources import ResourceSampler, listener_pid
+from bench.session import DEFAULT_CONTAINERD, plots_for
 from bench.stats import PhaseStats, merge_errors
+from bench.table import format_phases
 from bench.target import CpuMeter, Target, TargetError, open_target
 from bench.targets import LIST_PHASE, MemoryResult, ScaleResult, evaluate_targets
 from bench.workers import Job, WorkerFailed, WorkerPool
@@ -74,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100_000,
         metavar="N",
         help=f"containers stored for the Get scale check (> {SCALE_BASE:,}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--mix",
+        type=mixed.parse_container_mix,
+        metavar="OP=W,...",
+        help="also run a phase of weighted container calls, e.g."
+        " create=1,get=4,list=1,update=2,delete=1 (correctness checked as for the others)",
     )
     parser.add_argument(
         "--bulk-workers",
@@ -108,14 +121,28 @@ class _Bench:
         self.bulk_workers: int = args.bulk_workers
         self.bulk_in_flight: int = args.bulk_in_flight
         self.outcome = Outcome()
+        self.mix: dict[str, float] | None = args.mix
         # Listing 100,000 containers takes a while: a generous timeout.
         self.client = berth.Client(target.address, timeout=max(options.timeout or 0, 120.0))
+        self.ctrd: ContainerdSide | None = None
+        self.backends = ["berth"]
+        if options.compare == "containerd":
+            address = options.containerd_address or DEFAULT_CONTAINERD
+            self.ctrd = ContainerdSide(address, max(options.timeout or 0, 120.0))
+            self.backends.append("containerd")
+        self.pids = {"berth": target.pid or listener_pid(target.address)}
+        if self.ctrd is not None:
+            self.pids["containerd"] = listener_pid(self.ctrd.address)
 
     def close(self) -> None:
         self.client.close()
+        if self.ctrd is not None:
+            self.ctrd.close()
 
-    def listed_ids(self, ns: str) -> set[str]:
+    def listed_ids(self, ns: str, backend: str = "berth") -> set[str]:
         """The ids List returns for namespace ``ns``."""
+        if backend == "containerd" and self.ctrd is not None:
+            return self.ctrd.listed_ids(ns)
         reply = self.client.call(_LIST_METHOD, {"filter": ""}, namespace=ns)
         return {c["id"] for c in reply["containers"]}
 
@@ -156,42 +183,94 @@ class _Bench:
         self.bulk(ops.bulk_create, NS_LIST, "l-", 0, LIST_SIZE)
         if (count := len(self.listed_ids(NS_LIST))) != LIST_SIZE:
             raise BenchAborted(f"{NS_LIST} holds {count} containers after filling {LIST_SIZE}")
+        if self.ctrd is not None:
+            for ns in [NS_LIST, *map(load_namespace, self.options.clients)]:
+                self.ctrd.empty(ns)
+            self.ctrd.fill(NS_LIST, "l-", LIST_SIZE)
 
     def phase(
-        self, name: str, clients: int, make_op: OpFactory, params: Sequence[Any]
+        self,
+        name: str,
+        clients: int,
+        make_op: OpFactory,
+        params: Sequence[Any],
+        backend: str = "berth",
     ) -> PhaseStats:
-        meter = CpuMeter(self.target.pid)
-        stats = run_phase(self.pool, name, clients, make_op, params, self.options.load, meter)
-        stats = replace(stats, daemon_cores=meter.daemon_cores, host_busy=meter.host_busy)
+        meter = CpuMeter(self.pids.get(backend))
+        sampler = ResourceSampler(self.pids.get(backend), backend, (), shims=False)
+        stats = run_phase(
+            self.pool,
+            name,
+            clients,
+            make_op,
+            params,
+            self.options.load,
+            meter,
+            meters=[sampler],
+            backend=backend,
+        )
+        stats = replace(
+            stats,
+            daemon_cores=meter.daemon_cores,
+            host_busy=meter.host_busy,
+            resources=sampler.figures(stats.ops),
+        )
         self.target.check_alive()
         for code in ("NOT_FOUND", ops.ListMismatch.code):
             if stats.errors.get(code):
                 self.outcome.breaches.append(
-                    f"{name} at {clients} clients: {stats.errors[code]} x {code} "
+                    f"{backend} {name} at {clients} clients: {stats.errors[code]} x {code} "
                     "on containers that exist"
                 )
         return stats
 
     def load_phases(self, clients: int) -> None:
-        """The five phases at ``clients`` clients, with correctness checks."""
+        """The five phases at ``clients`` clients on each backend in turn, with checks."""
         ns = load_namespace(clients)
         params = [ns] * clients
-        self.outcome.phases.append(self.phase("create", clients, ops.create_op, params))
-        self.check(ns, clients, "after create")
-        self.outcome.phases.append(self.phase("get", clients, ops.get_op, params))
-        self.outcome.phases.append(self.phase("update", clients, ops.update_op, params))
-        self.check(ns, clients, "after update")
         list_params = [(NS_LIST, LIST_SIZE)] * clients
-        self.outcome.phases.append(self.phase(LIST_PHASE, clients, ops.list_op, list_params))
-        self.outcome.phases.append(self.phase("delete", clients, ops.delete_op, params))
-        self.check(ns, clients, "after delete")
+        steps: list[tuple[str, OpFactory, list[Any], str | None]] = [
+            ("create", ops.create_op, params, "after create"),
+            ("get", ops.get_op, params, None),
+            ("update", ops.update_op, params, "after update"),
+            (LIST_PHASE, ops.list_op, list_params, None),
+            ("delete", ops.delete_op, params, "after delete"),
+        ]
+        for name, make_op, phase_params, check in steps:
+            for backend in self.backends:
+                self.outcome.phases.append(
+                    self.phase(name, clients, make_op, phase_params, backend)
+                )
+                if check is not None:
+                    self.check(ns, clients, check, backend)
+        if self.mix:
+            self.mixed_phase(clients)
 
-    def check(self, ns: str, clients: int, when: str) -> None:
+    def mixed_phase(self, clients: int) -> None:
+        """``--mix``: one phase of weighted container calls, then its check."""
+        assert self.mix is not None
+        ns = f"bench-mix-c{clients}"
+        for backend in self.backends:
+            if self.ctrd is not None and backend == "containerd":
+                self.ctrd.empty(ns)
+            elif leftovers := sorted(self.listed_ids(ns)):
+                self.bulk_ids(ops.bulk_delete, ns, leftovers)
+            params = [mixed.container_mix(self.mix, ns)] * clients
+            self.outcome.phases.append(self.phase("mix", clients, mixed.mixed_op, params, backend))
+            self.check(ns, clients, "after mix", backend)
+
+    def check(self, ns: str, clients: int, when: str, backend: str = "berth") -> None:
         """Compare List of ``ns`` with what the workers had acknowledged."""
-        books: list[ops.Ledger] = self.pool.run(ops.ledger, [ns] * clients)
-        check, breaches = ops.compare_ledgers(books, self.listed_ids(ns))
-        self.outcome.checks.append({"ns": ns, "clients": clients, "when": when} | check)
-        self.outcome.breaches += [f"{ns} {when}: {breach}" for breach in breaches]
+        previous, self.pool.backend = self.pool.backend, backend
+        try:
+            books: list[ops.Ledger] = self.pool.run(ops.ledger, [ns] * clients)
+        finally:
+            self.pool.backend = previous
+        check, breaches = ops.compare_ledgers(books, self.listed_ids(ns, backend))
+        self.outcome.checks.append(
+            {"backend": backend, "ns": ns, "clients": clients, "when": when} | check
+        )
+        self.outcome.breaches += [f"{backend} {ns} {when}: {breach}" for breach in breaches]
 
     def scale_check(self, scale: int) -> None:
         """Get p50 with 1,000 then ``scale`` stored, and memory per container; then empty it.
@@ -245,12 +324,19 @@ def _config(options: RunOptions, args: argparse.Namespace, spawned: bool) -> dic
         "scale_base": SCALE_BASE,
         "bulk_workers": args.bulk_workers,
         "bulk_in_flight": args.bulk_in_flight,
+        "rate": options.load.rate,
+        "mode": "open" if options.load.rate else "closed",
+        "mix": args.mix,
+        "compare": options.compare,
+        "containerd_address": options.containerd_address,
     }
 
 
 def run(options: RunOptions, args: argparse.Namespace) -> int:
     """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
     scale: int = args.scale
+    if options.compare and (why := ctrd_available()) is not None:
+        raise SystemExit(f"berth-bench: --compare containerd: {why}")
     if scale != 0 and scale <= SCALE_BASE:
         raise SystemExit(f"berth-bench: --scale must be 0 or more than {SCALE_BASE:,}")
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -259,7 +345,13 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     bench: _Bench | None = None
     with open_target(options.address, workdir=options.workdir) as target:
         try:
-            with WorkerPool(max(options.clients), target.address, timeout=options.timeout) as pool:
+            with WorkerPool(
+                max(options.clients),
+                target.address,
+                timeout=options.timeout,
+                containerd_address=options.compare
+                and (options.containerd_address or DEFAULT_CONTAINERD),
+            ) as pool:
                 bench = _Bench(pool, target, options, args)
                 try:
                     bench.prepare()
@@ -284,6 +376,9 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     outcome = bench.outcome if bench else Outcome()
     targets = evaluate_targets(outcome.phases, outcome.scale, outcome.memory)
     print(format_report(outcome, targets))
+    if options.compare or args.mix:
+        print("\nmeasured in this run, side by side:" if options.compare else "")
+        print("\n".join(format_phases(outcome.phases)))
     if (warning := busy_warning(idle)) is not None:
         print(warning)
     if aborted:
@@ -299,6 +394,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         daemon=daemon,
         aborted=aborted,
     )
+    report["plots"] = plots_for(options, "containers", outcome.phases)
     write_json(options.json_path, report)
     print(f"report: {options.json_path}")
     return 1 if outcome.breaches or aborted else 0

@@ -195,7 +195,7 @@ class BerthImages:
                 self.outcome.add(keys[0], prepared - began)
                 self.outcome.add(keys[1], removed - prepared)
 
-    def _top_chain_id(self) -> str | None:
+    def top_chain_id(self) -> str | None:
         """The committed snapshot no other committed one has as parent: the image's top layer."""
         committed = [
             i for i in _snapshot_infos(self.client, self.image_ns) if i["kind"] == "COMMITTED"
@@ -211,7 +211,7 @@ class BerthImages:
         """PrepareRootfs + Remove, then Prepare on the top chain id + Remove; each timed."""
         name = {"name": self.archive.name}
         self._prepare_remove(_PREPARE_ROOTFS, name, ("prepare_rootfs", "remove"), iterations)
-        if (top := self._top_chain_id()) is not None:
+        if (top := self.top_chain_id()) is not None:
             self._prepare_remove(
                 _SNAPSHOT + "Prepare", {"parent": top}, ("prepare", "remove_prepared"), iterations
             )

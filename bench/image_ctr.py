@@ -87,18 +87,22 @@ def containerd_side(
     args: argparse.Namespace, outcome: ImagesOutcome, archive: BenchArchive
 ) -> CtrImports | None:
     """The containerd side when asked for and usable; else why not, in ``outcome.containerd``."""
-    if args.containerd_address is None:
+    address = args.containerd_address
+    if address is None and args.compare == "containerd":
+        address = "/run/containerd/containerd.sock"
+    if address is None:
         outcome.containerd = {"skipped": "no --containerd-address"}
         return None
+    address = address.removeprefix("unix://")
     ctr = shutil.which("ctr")
     if ctr is None:
         outcome.containerd = {"skipped": "ctr is not on the PATH"}
         return None
-    side = CtrImports(ctr, args.containerd_address, outcome, archive)
+    side = CtrImports(ctr, address, outcome, archive)
     try:
         outcome.containerd = side.describe()
         side.clear()
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        outcome.containerd = {"skipped": f"{args.containerd_address}: {exc}"}
+        outcome.containerd = {"skipped": f"{address}: {exc}"}
         return None
     return side

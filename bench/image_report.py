@@ -58,6 +58,7 @@ class ImagesOutcome:
     ctr_imports_s: list[float] = field(default_factory=list)
     ctr_cleanup_s: list[float] = field(default_factory=list)  # ctr images rm --sync
     containerd: dict[str, Any] | None = None  # address, versions, unpigz, or why not
+    churn: Any = None  # bench.session.LoadOutcome of --churn
     mount_type: str | None = None  # of the snapshots PrepareRootfs made
     samples: dict[str, list[int]] = field(default_factory=dict)
     breaches: list[str] = field(default_factory=list)

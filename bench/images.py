@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import berth
+from bench.churn import snapshot_churn
 from bench.image_archive import bench_archive
 from bench.image_bench import (
     NAMESPACE,
@@ -51,6 +52,8 @@ from bench.image_targets import evaluate_targets
 from bench.load import RunOptions
 from bench.options import at_least_one, busy_warning, measure_busy
 from bench.report import write_json
+from bench.session import churn_json, plots_for
+from bench.table import format_phases
 from bench.target import CpuMeter, Target, TargetError, open_target
 
 __all__ = ["add_arguments", "run"]
@@ -58,6 +61,12 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of this scenario only (bench.cli adds the common ones)."""
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="then churn snapshot Prepare + Remove on the image with --clients concurrent"
+        " clients (--duration/--ops, --rate apply)",
+    )
     parser.add_argument(
         "--iterations",
         type=at_least_one,
@@ -78,11 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         metavar="MB",
         help="file data in the archive's layers, in 10^6 bytes (default 100)",
-    )
-    parser.add_argument(
-        "--containerd-address",
-        metavar="SOCKET",
-        help="a containerd socket: time `ctr images import` of the same archive beside berthd",
     )
 
 
@@ -131,6 +135,8 @@ def _measure(
                 ctr = _ctr_import(ctr, outcome, run)
         bench.snapshots(args.iterations)
         target.check_alive()
+        if args.churn and (top := bench.top_chain_id()) is not None:
+            outcome.churn = snapshot_churn(options, target, bench.image_ns, top)
     finally:
         with contextlib.suppress(*_ABORTING):
             bench.cleanup()
@@ -171,8 +177,13 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
             daemon = _daemon_json(target)  # before the spawned daemon's directory goes
     except (TargetError, OSError) as exc:  # no archive, or no daemon
         aborted = f"{type(exc).__name__}: {exc}"
+    if outcome.churn is not None:
+        outcome.breaches += outcome.churn.breaches
     targets = evaluate_targets(outcome)
     print(format_report(outcome, targets))
+    if outcome.churn is not None:
+        print("\nsnapshot churn (--churn):")
+        print("\n".join(format_phases(outcome.churn.phases)))
     if (warning := busy_warning(idle)) is not None:
         print(warning)
     if meter.host_busy is not None:
@@ -189,6 +200,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         "iterations": args.iterations,
         "warmup_rounds": WARMUP_ROUNDS,
         "archive_mb": args.archive_mb,
+        "churn": args.churn,
         "cache_dir": str(cache_dir),
         "containerd_address": args.containerd_address,
         "timeout_s": options.timeout,
@@ -199,6 +211,9 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     report = report_json(
         outcome, targets, started=started, config=config, daemon=daemon, aborted=aborted
     )
+    if outcome.churn is not None:
+        report["churn"] = churn_json(outcome.churn)
+        report["churn"]["plots"] = plots_for(options, "images-churn", outcome.churn.phases)
     write_json(options.json_path, report)
     print(f"report: {options.json_path}")
     return 1 if outcome.breaches or aborted else 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import PhaseStats
+from bench.table import format_ms
 from bench.targets import (
     CONTAINERD_LIST_P50_MS,
     CONTAINERD_OPS_PER_S,
@@ -58,7 +59,8 @@ def _reference(stats: PhaseStats) -> tuple[str, str]:
 
 _HEADER = (
     f"{'phase':<13}{'clients':>7}{'ops/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-    f"{'max ms':>9}{'errors':>7}{'berthd':>8}{'host':>6}  {'containerd':>12}{'ratio':>7}"
+    f"{'p99.9 ms':>10}{'max ms':>9}{'errors':>7}{'berthd':>8}{'host':>6}"
+    f"  {'containerd':>12}{'ratio':>7}"
 )
 
 
@@ -73,7 +75,8 @@ def _row(stats: PhaseStats, label: str | None = None) -> str:
     cores, host = _cpu(stats)
     return (
         f"{label or stats.phase:<13}{stats.clients:>7}{stats.ops_per_s:>8.0f}"
-        f"{stats.p50_ms:>9.3f}{stats.p90_ms:>9.3f}{stats.p99_ms:>9.3f}{stats.max_ms:>9.2f}"
+        f"{format_ms(stats.p50_ms, 9)}{format_ms(stats.p90_ms, 9)}{format_ms(stats.p99_ms, 9)}"
+        f"{format_ms(stats.p999_ms, 10)}{format_ms(stats.max_ms, 9)}"
         f"{stats.error_count:>7}{cores:>8}{host:>6}  {ref:>12}{ratio:>7}"
     )
 
@@ -81,13 +84,15 @@ def _row(stats: PhaseStats, label: str | None = None) -> str:
 def format_report(outcome: Outcome, targets: Sequence[TargetResult]) -> str:
     """The human summary: the table, error codes, scale and memory, targets, correctness."""
     lines = [_HEADER, "-" * len(_HEADER)]
-    lines += [_row(p) for p in outcome.phases]
+    # containerd's rows measured in this run (--compare) and mixes are in bench.table's table.
+    ours = [p for p in outcome.phases if p.backend == "berth" and not p.per_op]
+    lines += [_row(p) for p in ours]
     scale, memory = outcome.scale, outcome.memory
     extra = [] if scale is None else [scale.small, scale.large]
     if scale is not None:
         lines.append(_row(scale.small, f"get@{scale.small_stored:,}"))
         lines.append(_row(scale.large, f"get@{scale.large_stored:,}"))
-    for p in [*outcome.phases, *extra]:
+    for p in [*ours, *extra]:
         if p.errors:
             lines.append(f"  errors in {p.phase} at {p.clients} clients: {p.errors}")
         if p.out_of_work:

@@ -112,6 +112,7 @@ class TasksOutcome:
     events: EventStats | None = None
     breaches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    churn: Any = None  # bench.session.LoadOutcome of --churn
 
     def add(self, key: str, value_ns: int) -> None:
         """Record one sample of measurement ``key``."""

@@ -38,9 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import berth
+from bench.churn import task_churn
 from bench.load import RunOptions
 from bench.options import at_least_one, busy_warning, measure_busy
 from bench.report import write_json
+from bench.session import churn_json, plots_for
+from bench.table import format_phases
 from bench.target import CpuMeter, Target, TargetError, open_target
 from bench.task_bench import NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
 from bench.task_events import SubscriberError
@@ -59,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         metavar="N",
         help="measured lifecycles, raw runc runs and execs, each (default 100)",
+    )
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="then churn short task lifecycles with --clients concurrent clients"
+        " (--duration/--ops, --rate, --compare apply)",
     )
     parser.add_argument(
         "--tasks",
@@ -88,6 +97,8 @@ def _measure(
             bench.execs(args.iterations)
             bench.memory_and_exits(args.tasks)
             target.check_alive()
+            if args.churn:
+                outcome.churn = task_churn(options, target, bench.rootfs)
         finally:
             with contextlib.suppress(*_ABORTING):
                 bench.cleanup()
@@ -131,8 +142,13 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         aborted = f"{type(exc).__name__}: {exc}"
     if outcome.events is not None and outcome.events.out_of_order:
         outcome.breaches.append(f"event seqs not increasing: {outcome.events.out_of_order[:10]}")
+    if outcome.churn is not None:
+        outcome.breaches += outcome.churn.breaches
     targets = evaluate_targets(outcome)
     print(format_report(outcome, targets))
+    if outcome.churn is not None:
+        print("\nlifecycle churn (--churn):")
+        print("\n".join(format_phases(outcome.churn.phases)))
     if (warning := busy_warning(idle)) is not None:
         print(warning)
     if meter.host_busy is not None:
@@ -148,6 +164,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         "iterations": args.iterations,
         "warmup_rounds": WARMUP_ROUNDS,
         "tasks": args.tasks,
+        "churn": args.churn,
         "timeout_s": options.timeout,
         "host_busy_before": idle,
         "host_busy_during": meter.host_busy,
@@ -162,6 +179,9 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         daemon=daemon,
         aborted=aborted,
     )
+    if outcome.churn is not None:
+        report["churn"] = churn_json(outcome.churn)
+        report["churn"]["plots"] = plots_for(options, "tasks-churn", outcome.churn.phases)
     write_json(options.json_path, report)
     print(f"report: {options.json_path}")
     return 1 if outcome.breaches or aborted else 0

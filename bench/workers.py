@@ -8,6 +8,14 @@ module-level function (picklable by reference) and its argument, run as
 ``job(ctx, arg)`` in the worker, whose return value comes back pickled.
 Worker-side state that outlives a job (the ids a worker created, its
 clients) lives in its :class:`WorkerContext`.
+
+Every job runs against one *backend*, berthd (``berth``) or, with
+``--compare containerd``, containerd through its gRPC API
+(``containerd``); the pool sends the current one with each job, and
+:meth:`WorkerContext.containers` hands out the matching client. Each
+worker also counts its calls in two slots of a shared array (succeeded,
+failed), which the parent reads for the live progress display without
+asking the workers anything.
 """
 
 from __future__ import annotations
@@ -19,11 +27,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import berth
 
-__all__ = ["Job", "WorkerContext", "WorkerFailed", "WorkerPool"]
+if TYPE_CHECKING:
+    from bench.api import ContainersApi, SnapshotsApi
+    from bench.ctrd import Containerd
+
+__all__ = ["Counters", "Job", "WorkerContext", "WorkerFailed", "WorkerPool"]
 
 Job = Callable[["WorkerContext", Any], Any]
 
@@ -34,6 +46,32 @@ class WorkerFailed(RuntimeError):
     """A job raised in a worker process; the message carries the worker's traceback."""
 
 
+class Counters:
+    """Calls made so far by each worker, (succeeded, failed), in memory shared with the parent."""
+
+    def __init__(self, workers: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.array = ctx.RawArray("q", 2 * workers)  # no lock: each slot has one writer
+
+    def totals(self, workers: int) -> tuple[int, int]:
+        """Succeeded and failed calls of the first ``workers`` workers."""
+        values = self.array[: 2 * workers]
+        return sum(values[0::2]), sum(values[1::2])
+
+
+class _Slot:
+    """One worker's two counters: ``slot[0]`` succeeded, ``slot[1]`` failed."""
+
+    def __init__(self, array: Any, index: int) -> None:
+        self._array, self._base = array, 2 * index
+
+    def __getitem__(self, i: int) -> int:
+        return int(self._array[self._base + i])
+
+    def __setitem__(self, i: int, value: int) -> None:
+        self._array[self._base + i] = value
+
+
 @dataclass
 class WorkerContext:
     """A worker process: its index, the daemon's address, its clients and state."""
@@ -41,8 +79,42 @@ class WorkerContext:
     index: int
     address: str
     timeout: float | None
+    containerd_address: str | None = None
+    counters: Any = None  # the shared array of Counters
+    backend: str = "berth"  # the daemon the current job talks to
     state: dict[str, Any] = field(default_factory=dict)
     _clients: dict[str, berth.Client] = field(default_factory=dict)
+    _containerd: dict[str, Containerd] = field(default_factory=dict)
+
+    def progress_slot(self) -> _Slot:
+        """This worker's counters of calls made (for the parent's progress display)."""
+        return _Slot(self.counters if self.counters is not None else [0, 0], self.index)
+
+    def containerd(self, namespace: str) -> Containerd:
+        """This worker's containerd client for ``namespace`` (one gRPC channel each)."""
+        client = self._containerd.get(namespace)
+        if client is None:
+            from bench.ctrd import LEASE, Containerd  # grpc is optional: imported when used
+
+            if self.containerd_address is None:
+                raise WorkerFailed("no containerd address given to the workers")
+            client = Containerd(
+                self.containerd_address, namespace, timeout=self.timeout, lease=LEASE
+            )
+            self._containerd[namespace] = client
+        return client
+
+    def containers(self, namespace: str) -> ContainersApi:
+        """The Containers service of the current backend, for ``namespace``."""
+        if self.backend == "containerd":
+            return self.containerd(namespace).containers
+        return self.client(namespace).containers
+
+    def snapshots(self, namespace: str) -> SnapshotsApi:
+        """The Snapshots service of the current backend, for ``namespace``."""
+        if self.backend == "containerd":
+            return self.containerd(namespace).snapshots
+        return self.client(namespace).snapshots
 
     def client(self, namespace: str) -> berth.Client:
         """This worker's client for ``namespace`` (one DEALER connection each)."""
@@ -57,15 +129,29 @@ class WorkerContext:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+        for other in self._containerd.values():
+            other.close()
+        self._containerd.clear()
+        for value in self.state.values():  # event subscribers: stop their threads
+            close = getattr(value, "close", None)
+            if callable(close):
+                close()
 
 
-def _worker_main(index: int, address: str, timeout: float | None, conn: Connection) -> None:
+def _worker_main(
+    index: int,
+    address: str,
+    timeout: float | None,
+    containerd_address: str | None,
+    counters: Any,
+    conn: Connection,
+) -> None:
     """A worker process: run jobs from the parent until told to stop (None)."""
-    ctx = WorkerContext(index, address, timeout)
+    ctx = WorkerContext(index, address, timeout, containerd_address, counters)
     conn.send("ready")
     try:
         while (message := conn.recv()) is not None:
-            job, arg = message
+            job, arg, ctx.backend = message
             try:
                 conn.send(("ok", job(ctx, arg)))
             except Exception:
@@ -79,15 +165,24 @@ def _worker_main(index: int, address: str, timeout: float | None, conn: Connecti
 class WorkerPool:
     """``size`` worker processes, each with its own clients of the daemon at ``address``."""
 
-    def __init__(self, size: int, address: str, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        size: int,
+        address: str,
+        *,
+        timeout: float | None = 30.0,
+        containerd_address: str | None = None,
+    ) -> None:
         mp = multiprocessing.get_context("spawn")
+        self.counters = Counters(size)
+        self.backend = "berth"  # sent with every job: the daemon it talks to
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for index in range(size):
             parent, child = mp.Pipe()
             proc = mp.Process(
                 target=_worker_main,
-                args=(index, address, timeout, child),
+                args=(index, address, timeout, containerd_address, self.counters.array, child),
                 name=f"bench-worker-{index}",
                 daemon=True,
             )
@@ -110,7 +205,7 @@ class WorkerPool:
         if len(args) > self.size:
             raise ValueError(f"{len(args)} jobs for a pool of {self.size} workers")
         for conn, arg in zip(self._conns, args, strict=False):
-            conn.send((job, arg))
+            conn.send((job, arg, self.backend))
         results: list[Any] = []
         failures: list[str] = []
         for index, conn in enumerate(self._conns[: len(args)]):

@@ -1,0 +1,195 @@
+"""``berth-bench events``: fan-out of task events to M subscribers while tasks churn.
+
+``--subscribers`` M (default 8) subscriptions to namespace
+``bench-events`` are opened by the bench process, each read by a thread
+of its own, before anything starts; then, at each client count, the
+clients churn short task lifecycles there (create, start, exit, delete:
+:func:`bench.task_ops.lifecycle_op`). Each subscriber stamps every event
+it receives; publish -> receipt is the event's own time stamp (berth:
+``timestamp``; containerd: the envelope's) to that stamp, same host.
+
+Correctness, per subscriber and client count: it received the ``EXIT``
+of every task the clients started (counted against the clients'
+ledgers); on berth, ``seq`` never goes backwards and, on a daemon the
+bench spawned (where no one else publishes), has no gap. Gaps are
+counted in any case. With ``--compare containerd`` the same subscribers
+and churn run against containerd (``Events/Subscribe`` filtered on
+``/tasks/exit``; containerd's envelopes carry no sequence number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from typing import Any
+
+from bench import ctrd as ctrd_mod
+from bench.histogram import summarize
+from bench.load import RunOptions
+from bench.options import at_least_one
+from bench.session import Session, run_load_scenario
+from bench.task_events import EventSubscriber
+from bench.task_ops import TaskParams, lifecycle_op
+from bench.task_setup import check_exits, clear_namespace, scratch_rootfs
+from wire.codec import timestamp_ns
+
+__all__ = ["NAMESPACE", "add_arguments", "run"]
+
+NAMESPACE = "bench-events"
+_DRAIN_S = 10.0  # how long the subscribers get to catch up after a phase
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this scenario only (bench.cli adds the common ones)."""
+    parser.add_argument(
+        "--subscribers",
+        type=at_least_one,
+        default=8,
+        metavar="M",
+        help="event subscribers, each its own connection and thread (default 8)",
+    )
+
+
+class _BerthFanout(EventSubscriber):
+    """A berth subscriber that also stamps every event's publish -> receipt delay."""
+
+    def __init__(self, address: str, namespace: str) -> None:
+        super().__init__(address, namespace)
+        self.lags_ns: list[int] = []
+        self.exits = 0
+
+    def _file(self, event: dict[str, Any], received_ns: int, received_wall_ns: int) -> None:
+        super()._file(event, received_ns, received_wall_ns)
+        if (stamp := event.get("timestamp")) is not None:
+            self.lags_ns.append(received_wall_ns - timestamp_ns(stamp))
+        if event.get("type") == "EXIT":
+            self.exits += 1
+
+
+class _CtrdFanout:
+    """A containerd subscriber of ``/tasks/exit`` in one namespace, on a thread of its own."""
+
+    def __init__(self, session: Session, namespace: str) -> None:
+        self.client = ctrd_mod.Containerd(session.containerd_address or "", namespace, timeout=None)
+        self.lags_ns: list[int] = []
+        self.exits = 0
+        self.failure: str | None = None
+        self._stream = self.client.events([f'topic=="/tasks/exit",namespace=={namespace}'])
+        self._thread = threading.Thread(target=self._run, name="bench-ctrd-events", daemon=True)
+
+    def start(self) -> _CtrdFanout:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            for envelope, _ in ctrd_mod.exit_events(self._stream):
+                received = time.time_ns()
+                stamp = envelope.timestamp
+                self.lags_ns.append(received - (stamp.seconds * 1_000_000_000 + stamp.nanos))
+                self.exits += 1
+        except Exception as exc:  # a cancelled stream ends here too
+            if "CANCELLED" not in str(exc):
+                self.failure = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self._thread.join(5)
+        self.client.close()
+
+
+def _open(session: Session, backend: str, count: int) -> list[Any]:
+    if backend == "containerd":
+        subs = [_CtrdFanout(session, NAMESPACE).start() for _ in range(count)]
+        time.sleep(0.5)  # gRPC streams have no "ready" frame: give the subscriptions a moment
+        return subs
+    return [_BerthFanout(session.target.address, NAMESPACE).start() for _ in range(count)]
+
+
+def _wait_for(subs: list[Any], expected: int) -> None:
+    deadline = time.monotonic() + _DRAIN_S
+    while any(s.exits < expected for s in subs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _check(session: Session, backend: str, subs: list[Any], expected: int, when: str) -> None:
+    short = [(i, s.exits) for i, s in enumerate(subs) if s.exits < expected]
+    if short:
+        session.breach(
+            f"{backend} events {when}: {len(short)} subscriber(s) missed EXITs of started tasks"
+            f" (expected {expected}, got {[got for _, got in short][:5]})"
+        )
+    if backend != "berth":
+        return
+    for i, sub in enumerate(subs):
+        stats = sub.stats
+        if stats.out_of_order:
+            session.breach(f"berth events {when}: subscriber {i} seq went backwards")
+        if stats.gaps and session.target.spawned:
+            session.breach(
+                f"berth events {when}: subscriber {i} saw {stats.gaps} seq gap(s)"
+                f" ({stats.missing_seqs} seq(s) missing) on a daemon of its own"
+            )
+
+
+def _summary(backend: str, subs: list[Any], expected: int) -> dict[str, Any]:
+    lags = summarize(lag for s in subs for lag in s.lags_ns if lag >= 0)
+    figures: dict[str, Any] = {
+        "subscribers": len(subs),
+        "exits_expected_each": expected,
+        "exits_received": [s.exits for s in subs],
+        "publish_to_receipt": lags.to_json(),
+    }
+    if backend == "berth":
+        figures["events_received"] = [s.stats.received for s in subs]
+        figures["seq_gaps"] = [s.stats.gaps for s in subs]
+        figures["missing_seqs"] = [s.stats.missing_seqs for s in subs]
+        figures["out_of_order"] = [len(s.stats.out_of_order) for s in subs]
+    return figures
+
+
+def _measure(session: Session, count: int) -> None:
+    subs: dict[str, list[Any]] = {}
+    expected = dict.fromkeys(session.backends, 0)
+    try:
+        with scratch_rootfs(session.options.workdir) as rootfs:
+            for backend in session.backends:
+                clear_namespace(session, backend, NAMESPACE)
+                subs[backend] = _open(session, backend, count)
+            params = TaskParams(NAMESPACE, str(rootfs))
+            for clients in session.options.clients:
+                for backend in session.backends:
+                    session.phase(
+                        "lifecycle", clients, lifecycle_op, [params] * clients, backend=backend
+                    )
+                    when = f"at {clients} clients"
+                    expected[backend] += check_exits(session, backend, NAMESPACE, clients, when)
+                    _wait_for(subs[backend], expected[backend])
+                    _check(session, backend, subs[backend], expected[backend], when)
+    finally:
+        for backend, group in subs.items():
+            for sub in group:
+                sub.close()
+            session.outcome.extra.setdefault("events", {})[backend] = _summary(
+                backend, group, expected[backend]
+            )
+            lag = session.outcome.extra["events"][backend]["publish_to_receipt"]
+            session.outcome.notes.append(
+                f"events {backend}: {len(group)} subscribers, {expected[backend]:,} EXITs each"
+                f" expected; publish -> receipt p50 {lag['p50_ms']:.3f}, p99 {lag['p99_ms']:.3f},"
+                f" p99.9 {lag['p99_9_ms']:.3f}, max {lag['max_ms']:.3f} ms"
+            )
+
+
+def run(options: RunOptions, args: argparse.Namespace) -> int:
+    """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
+    count: int = args.subscribers
+    return run_load_scenario(
+        "events",
+        options,
+        lambda session: _measure(session, count),
+        namespaces=(NAMESPACE,),
+        config={"subscribers": count, "process": "true"},
+        clean="every subscriber saw every started task's EXIT; no seq gap",
+    )
