@@ -50,7 +50,7 @@ from bench.image_ctr import CtrImports, containerd_side
 from bench.image_report import ImagesOutcome, format_report, report_json
 from bench.image_targets import evaluate_targets
 from bench.load import RunOptions
-from bench.options import at_least_one, busy_warning, measure_busy
+from bench.options import at_least_one, measure_busy, run_footer
 from bench.report import write_json
 from bench.session import churn_json, plots_for
 from bench.table import format_phases
@@ -184,15 +184,8 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     if outcome.churn is not None:
         print("\nsnapshot churn (--churn):")
         print("\n".join(format_phases(outcome.churn.phases)))
-    if (warning := busy_warning(idle)) is not None:
-        print(warning)
-    if meter.host_busy is not None:
-        cores = "" if meter.daemon_cores is None else f", berthd {meter.daemon_cores:.2f} cores"
-        print(f"during the run: host {meter.host_busy:.0%} busy{cores}")
-    if aborted:
-        print(f"ABORTED: {aborted}")
-    if target is not None and target.spawned and target.exit_code != 0:
-        print(f"note: berthd exited {target.exit_code} on SIGTERM; log tail in the JSON report")
+    for line in run_footer(idle, meter, aborted, target):
+        print(line)
     config: dict[str, Any] = {
         "address": options.address,
         "namespace": NAMESPACE,

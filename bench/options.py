@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.target import host_busy
+from bench.target import CpuMeter, Target, host_busy
 
-__all__ = ["at_least_one", "busy_warning", "measure_busy"]
+__all__ = ["at_least_one", "busy_warning", "measure_busy", "run_footer"]
 
 # Host CPU busy before a run above which its figures are flagged.
 _BUSY_WARNING = 0.15
@@ -30,3 +30,22 @@ def busy_warning(busy: float | None) -> str | None:
     if busy is not None and busy > _BUSY_WARNING:
         return f"warning: the machine was {busy:.0%} busy before the run; the figures are not clean"
     return None
+
+
+def run_footer(
+    idle: float | None, meter: CpuMeter, aborted: str | None, target: Target | None
+) -> list[str]:
+    """The lines every one-at-a-time scenario ends with: how busy, aborted, daemon exit."""
+    lines = []
+    if (warning := busy_warning(idle)) is not None:
+        lines.append(warning)
+    if meter.host_busy is not None:
+        cores = "" if meter.daemon_cores is None else f", berthd {meter.daemon_cores:.2f} cores"
+        lines.append(f"during the run: host {meter.host_busy:.0%} busy{cores}")
+    if aborted:
+        lines.append(f"ABORTED: {aborted}")
+    if target is not None and target.spawned and target.exit_code != 0:
+        lines.append(
+            f"note: berthd exited {target.exit_code} on SIGTERM; log tail in the JSON report"
+        )
+    return lines
