@@ -28,6 +28,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import berth
 from bench.load import Op
@@ -220,14 +221,7 @@ def cleanup_job(ctx: WorkerContext, ns: str) -> list[str]:
     left = sorted(book.live)
     for cid in left:
         if ctx.backend == "containerd":
-            ctrd = ctx.containerd(ns)
-            with contextlib.suppress(Exception):
-                ctrd.tasks.kill(cid, signal.SIGKILL, all=True)
-                ctrd.tasks.wait(cid, timeout=EXIT_TIMEOUT_S)
-            with contextlib.suppress(Exception):
-                ctrd.tasks.delete(cid)
-            with contextlib.suppress(Exception):
-                ctrd.containers.delete(cid)
+            remove_containerd_container(ctx.containerd(ns), cid)
         else:
             remove_berth_container(ctx.client(ns), cid)
         book.live.discard(cid)
@@ -249,3 +243,14 @@ def remove_berth_container(client: berth.Client, cid: str) -> None:
         client.tasks.delete(cid)
     with contextlib.suppress(berth.BerthError):
         client.containers.delete(cid)
+
+
+def remove_containerd_container(ctrd: Any, cid: str) -> None:
+    """Best effort, on containerd: kill and wait for the task of ``cid``, delete it and ``cid``."""
+    with contextlib.suppress(Exception):
+        ctrd.tasks.kill(cid, signal.SIGKILL, all=True)
+        ctrd.tasks.wait(cid, timeout=EXIT_TIMEOUT_S)
+    with contextlib.suppress(Exception):
+        ctrd.tasks.delete(cid)
+    with contextlib.suppress(Exception):
+        ctrd.containers.delete(cid)

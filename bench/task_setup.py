@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +19,11 @@ import berth
 from bench.session import Session
 from bench.task_host import task_spec
 from bench.task_ops import (
-    EXIT_TIMEOUT_S,
     ExitLedger,
     cleanup_job,
     exit_ledger,
     remove_berth_container,
+    remove_containerd_container,
 )
 from runtime.rootfs import make_busybox_rootfs
 
@@ -47,13 +46,7 @@ def clear_namespace(session: Session, backend: str, ns: str) -> list[str]:
         ctrd = session.ctrd(ns)
         ids = [c.id for c in ctrd.containers.list()]
         for cid in ids:
-            with contextlib.suppress(Exception):
-                ctrd.tasks.kill(cid, signal.SIGKILL, all=True)
-                ctrd.tasks.wait(cid, timeout=EXIT_TIMEOUT_S)
-            with contextlib.suppress(Exception):
-                ctrd.tasks.delete(cid)
-            with contextlib.suppress(Exception):
-                ctrd.containers.delete(cid)
+            remove_containerd_container(ctrd, cid)
         return ids
     with berth.Client(session.target.address, namespace=ns, timeout=60.0) as client:
         ids = [c["id"] for c in client.containers.list()]
@@ -97,13 +90,7 @@ class RunningTasks:
             if backend == "containerd":
                 ctrd = self.session.ctrd(self.ns)
                 for cid in ids:
-                    with contextlib.suppress(Exception):
-                        ctrd.tasks.kill(cid, signal.SIGKILL, all=True)
-                        ctrd.tasks.wait(cid, timeout=EXIT_TIMEOUT_S)
-                    with contextlib.suppress(Exception):
-                        ctrd.tasks.delete(cid)
-                    with contextlib.suppress(Exception):
-                        ctrd.containers.delete(cid)
+                    remove_containerd_container(ctrd, cid)
             else:
                 with self._client() as client:
                     for cid in ids:
