@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lmdb
@@ -56,7 +56,13 @@ class Collect:
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
-    """Remove the files no record names."""
+    """Remove the files no record names (sent after a commit that released some).
+
+    ``sent`` lets a burst of them (a container churn) cost one sweep: a
+    sweep that started after a Sweep was sent already saw its commit.
+    """
+
+    sent: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -153,6 +159,7 @@ class Collector(SupervisedActor):
         self.leases = storage.leases
         self.grace_ns = int(grace_seconds * 1e9)
         self._pending: list[Reply] = []
+        self._last_sweep = float("-inf")  # when the last sweep began (monotonic)
 
     def pending_replies(self) -> list[Reply]:
         return list(self._pending)
@@ -168,7 +175,8 @@ class Collector(SupervisedActor):
             for reply in pending:
                 reply.ok({"snapshots": report.snapshots, "content": report.content})
         elif isinstance(message, Sweep):
-            self.sweep()
+            if message.sent >= self._last_sweep:
+                self.sweep()
         else:
             log.warning("gc: unexpected message %r", message)
         return None
@@ -194,6 +202,7 @@ class Collector(SupervisedActor):
 
     def sweep(self) -> list[str]:
         """Remove snapshot directories and blobs no record names; returns the digests."""
+        self._last_sweep = time.monotonic()
         with self.leases.lock:
             held_snapshots, held_blobs = self.leases.held()
             with self.store.read() as txn:

@@ -179,3 +179,41 @@ def test_a_young_active_snapshot_survives_the_mark(store, tmp_path):
     )
     assert forgotten == []
     assert keys(store) == ["new"]
+
+
+class _CountingSnapshotter:
+    """Just enough of a snapshotter for a sweep: counts how often it is listed."""
+
+    name = "fake"
+
+    def __init__(self):
+        self.listed = 0
+
+    def ids(self):
+        self.listed += 1
+        return set()
+
+
+class _NoContent:
+    def digests(self):
+        return set()
+
+    def clean_ingests(self, older_than):
+        return []
+
+
+def test_a_burst_of_sweep_requests_costs_one_sweep(store):
+    from actors.gc import Collector, Sweep
+    from actors.leases import Leases
+    from actors.storage import SnapshotIds, Storage
+    from actors.supervision import Directory
+
+    snapshotter = _CountingSnapshotter()
+    storage = Storage(store, Directory(), snapshotter, _NoContent(), Leases(), SnapshotIds([]))
+    collector = Collector(None, storage, grace_seconds=600)
+    burst = [Sweep() for _ in range(5)]  # all sent before the first sweep begins
+    for message in burst:
+        collector.on_receive(message)
+    assert snapshotter.listed == 1
+    collector.on_receive(Sweep())  # sent after it: a commit the sweep may not have seen
+    assert snapshotter.listed == 2
