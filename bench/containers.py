@@ -366,13 +366,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         except (BenchAborted, TargetError, WorkerFailed, berth.BerthError) as exc:
             aborted = f"{type(exc).__name__}: {exc}"
         target.stop()
-        daemon = {
-            "spawned": target.spawned,
-            "pid": target.pid,
-            "exit_code": target.exit_code,
-            "killed_after_sigterm": target.killed,
-            "log_tail": target.log_tail(),
-        }
+        daemon = target.to_json()
     outcome = bench.outcome if bench else Outcome()
     targets = evaluate_targets(outcome.phases, outcome.scale, outcome.memory)
     print(format_report(outcome, targets))

@@ -9,8 +9,6 @@ into the JSON report.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,7 +22,7 @@ from bench.image_targets import (
     CONTAINERD_SOURCE,
     reference_import_s,
 )
-from bench.report import closing_lines
+from bench.report import closing_lines, machine_json
 from bench.targets import TargetResult
 from bench.task_report import Latency
 
@@ -196,11 +194,7 @@ def report_json(
     return {
         "scenario": "images",
         "started_at": started,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_json(),
         "config": config,
         "archive": None if outcome.archive is None else outcome.archive.to_json(),
         "import": {

@@ -141,6 +141,15 @@ def closing_lines(
     return lines
 
 
+def machine_json() -> dict[str, Any]:
+    """The ``machine`` part of every JSON report: CPUs, Python, platform."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
 def _reference_json() -> dict[str, Any]:
     return {
         "source": "Python gRPC client against containerd 1.6.20 on this 2-core machine",
@@ -187,11 +196,7 @@ def report_json(
     return {
         "scenario": scenario,
         "started_at": started,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_json(),
         "config": config,
         "phases": [p.to_json() for p in outcome.phases],
         "scale": _scale_json(outcome.scale),

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import os
-import platform
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +31,7 @@ import berth
 from bench import ctrd as ctrd_mod
 from bench.load import OpFactory, RunOptions, run_phase
 from bench.options import busy_warning, measure_busy
-from bench.report import closing_lines, write_json
+from bench.report import closing_lines, machine_json, write_json
 from bench.resources import ResourceSampler, listener_pid
 from bench.stats import PhaseStats
 from bench.table import format_phases, pair_phases
@@ -290,13 +288,7 @@ def run_load_scenario(
             except _ABORTING as exc:
                 aborted = f"{type(exc).__name__}: {exc}"
             target.stop()
-            daemon = {
-                "spawned": target.spawned,
-                "pid": session.pid("berth") if session else target.pid,
-                "exit_code": target.exit_code,
-                "killed_after_sigterm": target.killed,
-                "log_tail": target.log_tail(),
-            }
+            daemon = target.to_json(session.pid("berth") if session else None)
     except TargetError as exc:
         aborted = f"{type(exc).__name__}: {exc}"
     outcome = session.outcome if session is not None else LoadOutcome()
@@ -312,12 +304,7 @@ def run_load_scenario(
     report = {
         "scenario": scenario,
         "started_at": started,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "host_busy_before": idle,
-        },
+        "machine": {**machine_json(), "host_busy_before": idle},
         "config": {
             "address": options.address,
             "clients": list(options.clients),

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CpuMeter", "Target", "TargetError", "host_busy", "open_target", "read_status_kib"]
 
@@ -143,6 +144,16 @@ class Target:
         if path is None or not path.exists():
             return []
         return path.read_text(errors="replace").splitlines()[-lines:]
+
+    def to_json(self, pid: int | None = None) -> dict[str, Any]:
+        """The daemon's part of a JSON report (``pid`` overrides the spawned one's)."""
+        return {
+            "spawned": self.spawned,
+            "pid": self.pid if pid is None else pid,
+            "exit_code": self.exit_code,
+            "killed_after_sigterm": self.killed,
+            "log_tail": self.log_tail(),
+        }
 
     def stop(self) -> int | None:
         """SIGTERM the spawned daemon and wait for it; its exit code."""

@@ -9,14 +9,12 @@ report.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.report import closing_lines
+from bench.report import closing_lines, machine_json
 from bench.stats import percentile
 from bench.targets import TargetResult
 from bench.task_events import EventStats
@@ -201,11 +199,7 @@ def report_json(
     return {
         "scenario": "tasks",
         "started_at": started,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine_json(),
         "config": config,
         "latency_ms": {
             key: asdict(lat) for key, _ in ROWS if (lat := outcome.latency(key)) is not None

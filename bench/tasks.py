@@ -108,16 +108,6 @@ def _measure(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _daemon_json(target: Target) -> dict[str, Any]:
-    return {
-        "spawned": target.spawned,
-        "pid": target.pid,
-        "exit_code": target.exit_code,
-        "killed_after_sigterm": target.killed,
-        "log_tail": target.log_tail(),
-    }
-
-
 def run(options: RunOptions, args: argparse.Namespace) -> int:
     """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -137,7 +127,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
                 aborted = f"{type(exc).__name__}: {exc}"
             meter.end()
             target.stop()
-            daemon = _daemon_json(target)  # before the spawned daemon's directory goes
+            daemon = target.to_json()  # before the spawned daemon's directory goes
     except TargetError as exc:  # it could not be spawned
         aborted = f"{type(exc).__name__}: {exc}"
     if outcome.events is not None and outcome.events.out_of_order:
