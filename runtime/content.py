@@ -41,6 +41,7 @@ from typing import Any, Protocol, TypedDict
 
 import re2
 
+from runtime.durable import fsync_dir
 from wire.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["ContentInfo", "ContentStore", "IngestStatus", "Readable"]
@@ -286,7 +287,7 @@ class ContentStore:
         # an identical file, which readers holding the first do not notice.
         if not blob.exists():
             os.rename(data, blob)
-            _fsync_dir(self.blobs)
+            fsync_dir(self.blobs)
         return digest, size
 
     def statuses(self, regexp: str | None = None) -> builtins.list[IngestStatus]:
@@ -438,12 +439,3 @@ def _updated_ns(where: Path) -> int:
         except FileNotFoundError:
             continue
     return newest
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename into ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeAlias
 
+from runtime.durable import fsync_dir
 from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = [
@@ -149,14 +150,14 @@ class SnapshotDirs:
         self.snapshots.mkdir(mode=0o700, parents=True, exist_ok=True)
         with temp_dir(self.temp, f"new-{sid}-") as tmp:
             self._populate(sid, tmp, parents)
-            _fsync(tmp)
+            fsync_dir(tmp)
             try:
                 os.rename(tmp, target)
             except OSError as exc:
                 if target.exists():
                     raise AlreadyExists(f'snapshot id "{sid}": already exists') from None
                 raise FailedPrecondition(f'snapshot id "{sid}": {exc.strerror}') from None
-        _fsync(self.snapshots)
+        fsync_dir(self.snapshots)
 
     def commit(self, id: SnapshotId) -> None:
         """Flush snapshot ``id``'s tree to disk; its tree stays where it is.
@@ -183,7 +184,7 @@ class SnapshotDirs:
         doomed = self.temp / f"rm-{path.name}-{uuid.uuid4().hex[:8]}"
         with _busy(doomed):
             os.rename(path, doomed)
-            _fsync(self.snapshots)
+            fsync_dir(self.snapshots)
             try:
                 _remove_tree(doomed)
             except OSError as exc:
@@ -388,15 +389,6 @@ def _busy(path: Path) -> Iterator[None]:
     finally:
         with _BUSY_LOCK:
             _BUSY.discard(str(path))
-
-
-def _fsync(path: Path) -> None:
-    """Make the entries of directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def syncfs(path: Path) -> None:

@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.stdio import StdioFds
 from wire.errors import FailedPrecondition
 
 __all__ = ["Ends", "FifoSet", "remove_fifo_dir"]
@@ -96,26 +97,15 @@ def _open(path: Path, owner: str) -> int:
 
 
 @dataclass
-class Ends:
+class Ends(StdioFds):
     """Our fds on a task's FIFOs; -1 once closed (or, for stderr, absent)."""
 
-    stdin: int
-    stdout: int
     stderr: int = -1
 
     def close_stdin(self) -> None:
         if self.stdin >= 0:
             os.close(self.stdin)
             self.stdin = -1
-
-    def close(self) -> None:
-        """Close whatever is still open; safe to call twice."""
-        for name in ("stdin", "stdout", "stderr"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-                setattr(self, name, -1)
 
 
 def remove_fifo_dir(directory: Path) -> None:
