@@ -32,7 +32,7 @@ import pykka
 
 from actors.image_records import GC_ROOT_LABEL, list_content, list_images
 from actors.metadata import transact
-from actors.snapshot_records import ACTIVE, list_snapshots
+from actors.snapshot_records import ACTIVE, list_snapshots, namespaces, recorded_ids
 from actors.storage import Storage
 from actors.store import Store, ns_key
 from actors.supervision import SupervisedActor
@@ -78,10 +78,6 @@ def _timestamp_ns(value: Any) -> int:
     return int(to_ns()) if to_ns is not None else 0
 
 
-def _namespaces(txn: lmdb.Transaction, store: Store) -> list[str]:
-    return [bytes(key).decode() for key, _ in txn.cursor(db=store.namespaces)]
-
-
 def mark_and_forget(
     txn: lmdb.Transaction,
     store: Store,
@@ -94,7 +90,7 @@ def mark_and_forget(
     """Delete every unreachable snapshot and content record; returns the snapshot keys."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     forgotten: list[str] = []
-    for ns in _namespaces(txn, store):
+    for ns in namespaces(txn, store):
         snapshots = {r["key"]: r for r in list_snapshots(txn, store, ns)}
         marked: set[str] = set()
         blobs: set[str] = set()
@@ -206,16 +202,12 @@ class Collector(SupervisedActor):
         with self.leases.lock:
             held_snapshots, held_blobs = self.leases.held()
             with self.store.read() as txn:
-                recorded_ids = {
-                    r["id"]
-                    for ns in _namespaces(txn, self.store)
-                    for r in list_snapshots(txn, self.store, ns)
-                }
+                recorded = recorded_ids(txn, self.store)
                 recorded_blobs = {
                     bytes(key).split(b"\x00", 1)[1].decode()
                     for key, _ in txn.cursor(db=self.store.content)
                 }
-            orphans = self.snapshotter.ids() - recorded_ids - held_snapshots
+            orphans = self.snapshotter.ids() - recorded - held_snapshots
             dead_blobs = sorted(self.content.digests() - recorded_blobs - held_blobs)
             # Under the lock: an import may be about to find this blob stored.
             removed_blobs = [d for d in dead_blobs if _quietly(self.content.delete, d)]

@@ -23,6 +23,7 @@ from typing import Any
 import lmdb
 
 from actors.store import Store, ns_key, ns_prefix
+from runtime.snapshot_base import Snapshotter
 from wire.codec import pack, unpack
 from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -37,9 +38,12 @@ __all__ = [
     "get_snapshot",
     "info_of",
     "list_snapshots",
+    "namespaces",
     "parent_ids",
+    "recorded_ids",
     "release_snapshot",
     "remove_snapshot",
+    "snapshot_mounts",
     "users_of",
 ]
 
@@ -90,6 +94,26 @@ def parent_ids(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, A
         ids.append(above["id"])
         parent = above["parent"]
     return ids
+
+
+def snapshot_mounts(
+    txn: lmdb.Transaction, store: Store, snapshotter: Snapshotter, ns: str, key: str
+) -> list[dict[str, Any]]:
+    """How to mount ``key``: read-only for a view or a committed snapshot."""
+    record = get_snapshot(txn, store, ns, key)
+    parents = parent_ids(txn, store, ns, record)
+    readonly = record["readonly"] or record["kind"] != ACTIVE
+    return snapshotter.mounts(record["id"], parents, readonly)
+
+
+def namespaces(txn: lmdb.Transaction, store: Store) -> list[str]:
+    """Every namespace ever written to."""
+    return [bytes(key).decode() for key, _ in txn.cursor(db=store.namespaces)]
+
+
+def recorded_ids(txn: lmdb.Transaction, store: Store) -> set[str]:
+    """The directory ids of every snapshot on record, in all namespaces."""
+    return {r["id"] for ns in namespaces(txn, store) for r in list_snapshots(txn, store, ns)}
 
 
 def list_snapshots(txn: lmdb.Transaction, store: Store, ns: str) -> Iterator[dict[str, Any]]:

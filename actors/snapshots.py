@@ -31,7 +31,7 @@ from actors.snapshot_records import (
     remove_snapshot,
 )
 from actors.storage import Storage
-from actors.store import Store
+from actors.store import Store, ns_key
 from actors.supervision import SupervisedActor
 from wire.codec import pack
 from wire.errors import AlreadyExists, FailedPrecondition
@@ -133,7 +133,7 @@ class SnapshotActor(SupervisedActor):
 
     def _prepare(self, msg: PrepareSnapshot) -> dict[str, Any]:
         with self.store.read() as txn:
-            if txn.get(f"{msg.ns}\x00{msg.key}".encode(), db=self.store.snapshots) is not None:
+            if txn.get(ns_key(msg.ns, msg.key), db=self.store.snapshots) is not None:
                 raise AlreadyExists(f'snapshot "{msg.key}": already exists')
             parents: list[str] = []
             if msg.parent:

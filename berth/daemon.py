@@ -34,7 +34,7 @@ from actors.metadata import MetadataActor, ReserveSeq
 from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
 from actors.shim_events import ShimEvents
-from actors.snapshot_records import list_snapshots
+from actors.snapshot_records import recorded_ids
 from actors.snapshots import SnapshotActor
 from actors.storage import SnapshotIds, Storage
 from actors.store import Store, StoreError
@@ -181,11 +181,7 @@ class Daemon:
         clear_scratch(scratch)
         snapshotter.clean_temp()
         with store.read() as txn:
-            recorded = {
-                r["id"]
-                for ns in [bytes(k).decode() for k, _ in txn.cursor(db=store.namespaces)]
-                for r in list_snapshots(txn, store, ns)
-            }
+            recorded = recorded_ids(txn, store)
         ids = SnapshotIds(snapshotter.ids() | recorded)
         storage = Storage(store, directory, snapshotter, content, leases, ids)
         grace = config.gc_grace_seconds

@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from actors.image_records import check_image_name, get_image
-from actors.snapshot_records import check_key, get_snapshot, info_of, list_snapshots, parent_ids
+from actors.snapshot_records import (
+    check_key,
+    get_snapshot,
+    info_of,
+    list_snapshots,
+    snapshot_mounts,
+)
 from actors.snapshots import (
     CommitSnapshot,
     PrepareSnapshot,
@@ -92,10 +98,8 @@ class SnapshotsService:
         """Mounts {key} -> {mounts}."""
         key = check_key("key", MOUNTS_SNAPSHOT.decode(request.body)["key"])
         with self.store.read() as txn:
-            record = get_snapshot(txn, self.store, request.ns, key)
-            parents = parent_ids(txn, self.store, request.ns, record)
-        readonly = record["readonly"] or record["kind"] != "ACTIVE"
-        request.reply.ok({"mounts": self.snapshotter.mounts(record["id"], parents, readonly)})
+            mounts = snapshot_mounts(txn, self.store, self.snapshotter, request.ns, key)
+        request.reply.ok({"mounts": mounts})
 
     def commit(self, request: Request) -> None:
         """Commit {name, key} -> {}."""

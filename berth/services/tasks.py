@@ -15,7 +15,7 @@ from typing import Any
 
 from actors.containers import ContainerActors, CreateTask
 from actors.events import Subscribe
-from actors.snapshot_records import ACTIVE, get_snapshot, parent_ids
+from actors.snapshot_records import snapshot_mounts
 from actors.store import Store, ns_key, ns_prefix
 from actors.supervision import Directory
 from actors.tasks import TaskOp
@@ -201,12 +201,9 @@ class TasksService:
     def _snapshot_mounts(self, txn: Any, ns: str, key: str, cid: str) -> Mounts:
         """The mounts of the container's rootfs snapshot (NotFound naming both)."""
         try:
-            record = get_snapshot(txn, self.store, ns, key)
-            parents = parent_ids(txn, self.store, ns, record)
+            return snapshot_mounts(txn, self.store, self.snapshotter, ns, key)
         except NotFound:
             raise NotFound(f'snapshot "{key}": not found (container "{cid}")') from None
-        readonly = record["readonly"] or record["kind"] != ACTIVE
-        return self.snapshotter.mounts(record["id"], parents, readonly)
 
     def _task_op(self, schema: Message, op: str) -> Any:
         def handle(request: Request) -> None:
