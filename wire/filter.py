@@ -5,13 +5,18 @@ r"""containerd's filter language, as taken by ``containerd.v1.Containers/List.fi
     selectors := selector ("," selector)*      all must hold
     selector  := fieldpath [operator value]    no operator: the field is present
     fieldpath := field ("." field)*
-    field     := quoted | [A-Za-z0-9_-]+
+    field     := quoted | [A-Za-z0-9_]+
     operator  := "==" | "!=" | "~="
     value     := quoted | [^\s,]+             "~=" values may also be /quoted/ or |quoted|
     quoted    := "..." with Go escapes: \a \b \f \n \r \t \v \\ \" \NNN \xNN \uNNNN
                  and \UNNNNNNNN; \xNN and \NNN are bytes of UTF-8
 
 Whitespace between tokens is ignored; an empty or blank filter matches everything.
+Operator characters are read greedily and an unquoted value never begins with
+one (``id===x`` and ``id== =x`` are bad operators, as in containerd's scanner);
+quote such a value (``id=="=x"``). A field is ``[A-Za-z0-9_]+`` exactly as the
+grammar says and as containerd 1.6 scans it (``labels.app-name`` is a syntax
+error: quote it, ``labels."app-name"``); containerd 1.7 later admitted ``-``.
 ``==`` needs the field present and equal, ``!=`` holds when it is absent or
 differs, and ``~=`` is an unanchored RE2 search of a present field: RE2 runs in
 linear time, so no filter can stall the daemon. Every bad filter is
@@ -53,7 +58,7 @@ FieldLookup: TypeAlias = Callable[[tuple[str, ...]], str | None]
 
 _Test: TypeAlias = Callable[[str | None], bool]
 
-_FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_FIELD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _OPERATOR_CHARS = frozenset("=!~")
 _OPERATORS = frozenset({"==", "!=", "~="})
 _REGEX_QUOTES = frozenset("/|")
@@ -218,7 +223,11 @@ class _Parser:
         if char in ("", ","):
             return Selector(fieldpath), partial(is_not, None)
         if char not in _OPERATOR_CHARS:
-            raise self.fail(self.pos, "expected an operator", "use '==', '!=' or '~='")
+            hint = "use '==', '!=' or '~='"
+            if self.text[self.pos - 1] in _FIELD_CHARS:
+                # "labels.app-name": the name runs on past what a field may hold.
+                hint += '; a field is [A-Za-z0-9_]+, quote any other name (labels."a-b")'
+            raise self.fail(self.pos, "expected an operator", hint)
 
         start = self.pos
         # Operator characters are taken greedily, as containerd does, so that
@@ -250,7 +259,7 @@ class _Parser:
         while pos < self.end and self.text[pos] in _FIELD_CHARS:
             pos += 1
         if pos == start:
-            raise self.fail(start, "expected a field", "a field is [A-Za-z0-9_-]+ or quoted")
+            raise self.fail(start, "expected a field", "a field is [A-Za-z0-9_]+ or quoted")
         self.pos = pos
         return self.text[start:pos]
 
@@ -260,6 +269,11 @@ class _Parser:
             raise self.fail(self.pos, "expected a value", "a value is [^\\s,]+ or quoted")
         if char == '"' or (operator == "~=" and char in _REGEX_QUOTES):
             return self.quoted()
+        if char in _OPERATOR_CHARS:
+            # containerd's scanner reads "id== =x" as a second operator.
+            raise self.fail(
+                self.pos, "expected a value", f"quote a value that begins with {char!r}"
+            )
         text, start, end = self.text, self.pos, self.end
         pos = start
         while pos < end and text[pos] != "," and not text[pos].isspace():

@@ -144,9 +144,21 @@ def test_bare_labels_names_the_empty_label_key_as_containerd_does() -> None:
     assert matches("labels==x", container(labels={"": "x"}))
 
 
-def test_field_names_may_hold_hyphens_and_underscores() -> None:
+def test_field_names_hold_underscores_and_need_quotes_for_hyphens() -> None:
     record = container(labels={"app-name": "web", "app_name": "web2"})
-    assert matches("labels.app-name==web,labels.app_name==web2", record)
+    assert matches('labels."app-name"==web,labels.app_name==web2', record)
+
+
+@pytest.mark.parametrize("text", ["labels.-x==y", "labels.app-name==web", "-", "a.b-c"])
+def test_a_hyphen_in_an_unquoted_field_is_a_syntax_error_as_in_the_grammar(text: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"filter \[.*>\|-\|<"):
+        parse_filter(text)
+
+
+@pytest.mark.parametrize("text", ["id== =x", "id==\t!x", "labels.a~= ~x"])
+def test_an_unquoted_value_never_begins_with_an_operator_character(text: str) -> None:
+    with pytest.raises(InvalidArgument, match="expected a value"):
+        parse_filter(text)
 
 
 def test_unknown_field_paths_are_absent() -> None:

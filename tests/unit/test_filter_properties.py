@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hypothesis import given, settings
@@ -102,3 +103,53 @@ def test_unquoted_value_without_spaces_equals_its_quoted_form(value: str) -> Non
     unquoted = parse_filter(f"labels.x=={raw}")
     quoted = parse_filter(f"labels.x=={go_quote(raw)}")
     assert unquoted.selectors == quoted.selectors
+
+
+# A reference recogniser written from the grammar in wire.filter's docstring
+# (containerd's), for text with no backslashes: the parser must accept exactly
+# what it accepts. Whitespace is ASCII only, where str.isspace and \s agree.
+_WS = r"[ \t\n]*"
+_QUOTED = r'"[^"\\\n]*"'
+_FIELD = rf"(?:{_QUOTED}|[A-Za-z0-9_]+)"
+_PATH = rf"{_FIELD}(?:{_WS}\.{_WS}{_FIELD})*"
+# Operator characters are read greedily, so an unquoted value cannot begin with one.
+_VALUE = rf'(?:{_QUOTED}|[^\s,"=!~][^\s,]*)'
+_REGEX_VALUE = rf'(?:{_QUOTED}|/[^/\\\n]*/|\|[^|\\\n]*\||[^\s,"=!~/|][^\s,]*)'
+_SELECTOR = rf"{_PATH}(?:{_WS}(?:(?:==|!=){_WS}{_VALUE}|~={_WS}{_REGEX_VALUE}))?"
+_GRAMMAR = re.compile(rf"{_WS}(?:{_SELECTOR}{_WS}(?:,{_WS}{_SELECTOR}{_WS})*)?")
+
+# One or more characters of every class the grammar tells apart: field
+# characters, the separators, operators, quotes, whitespace, the hyphen and
+# other punctuation, and non-ASCII letters.
+CLASSES = 'aZ09_-.,=!~"/| \t\n@:+*é'
+
+
+def grammar_accepts(text: str) -> bool:
+    return _GRAMMAR.fullmatch(text) is not None
+
+
+def parser_accepts(text: str) -> bool:
+    try:
+        parse_filter(text)
+    except InvalidArgument as exc:
+        # A pattern RE2 refuses is grammatical but still a bad filter.
+        return "invalid regular expression" in exc.message
+    return True
+
+
+fragments = st.sampled_from(
+    ["labels", "id", "a-b", '"x.y"', '"', ".", ",", "==", "!=", "~=", "=", "/a/", "|b|", " "]
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet=CLASSES, max_size=24))
+def test_parser_accepts_exactly_the_grammar_on_every_character_class(text: str) -> None:
+    assert parser_accepts(text) is grammar_accepts(text), text
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.one_of(fragments, st.text(alphabet=CLASSES, max_size=3)), max_size=10))
+def test_parser_accepts_exactly_the_grammar_on_token_soup(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert parser_accepts(text) is grammar_accepts(text), text
