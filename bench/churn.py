@@ -3,7 +3,7 @@
 They use the load engine (:mod:`bench.session`) on the same daemon, after
 the scenario's own one-at-a-time measurements, with the common load
 options (``--clients``, ``--duration``/``--ops``, ``--warmup``, ``--rate``,
-``--compare``):
+``--compare``, ``--client-shape``):
 
 - ``tasks --churn``: short task lifecycles (:func:`bench.task_ops.lifecycle_op`)
   in namespace ``bench-churn``; every started task's exit must be observed;
@@ -45,9 +45,18 @@ def _task_churn(session: Session, rootfs: Path) -> None:
         clear_namespace(session, backend, TASK_CHURN_NS)
     params = TaskParams(TASK_CHURN_NS, str(rootfs))
     for clients in session.options.clients:
-        for backend in session.backends:
-            session.phase("lifecycle", clients, lifecycle_op, [params] * clients, backend=backend)
-            check_exits(session, backend, TASK_CHURN_NS, clients, f"churn at {clients}")
+        for shape in session.shapes:
+            for backend in session.backends:
+                session.phase(
+                    "lifecycle",
+                    clients,
+                    lifecycle_op,
+                    [params] * clients,
+                    backend=backend,
+                    shape=shape,
+                )
+                when = f"churn at {clients}"
+                check_exits(session, backend, TASK_CHURN_NS, clients, when, shape)
 
 
 def snapshot_churn(options: RunOptions, target: Target, ns: str, parent: str) -> LoadOutcome:
@@ -56,5 +65,8 @@ def snapshot_churn(options: RunOptions, target: Target, ns: str, parent: str) ->
     with open_session(berth_only, target, (ns,)) as session:
         params = SnapshotParams(ns, parent)
         for clients in options.clients:
-            session.phase("snapshot", clients, snapshot_op, [params] * clients, shims=False)
+            for shape in session.shapes:
+                session.phase(
+                    "snapshot", clients, snapshot_op, [params] * clients, shape=shape, shims=False
+                )
         return session.outcome

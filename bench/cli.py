@@ -24,19 +24,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import containers, events, execs, images, mixed, progress, tasks
-from bench.load import Load, RunOptions
+from bench.load import CLIENT_SHAPES, Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
 
 
+def _any_options(args: argparse.Namespace) -> str | None:
+    return None
+
+
+def _shape_needs_churn(args: argparse.Namespace) -> str | None:
+    """``tasks`` and ``images`` load with many clients only in their ``--churn`` phases."""
+    if args.client_shape != "processes" and not args.churn:
+        return (
+            f"--client-shape {args.client_shape} applies to the --churn phases only"
+            " (the rest is one client, one call at a time); add --churn"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A subcommand: its name, one-line help, its own options, and how to run it."""
+    """A subcommand: its name, one-line help, its own options, and how to run it.
+
+    ``refuse`` says why a combination of options cannot be honoured (the
+    command then exits 2), or None.
+    """
 
     name: str
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[RunOptions, argparse.Namespace], int]
+    refuse: Callable[[argparse.Namespace], str | None] = _any_options
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -51,6 +70,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Tasks service: lifecycle, exec, exit -> event latency and shim memory, beside raw runc",
         tasks.add_arguments,
         tasks.run,
+        _shape_needs_churn,
     ),
     Scenario(
         "exec",
@@ -76,6 +96,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "snapshot Prepare + Remove latency",
         images.add_arguments,
         images.run,
+        _shape_needs_churn,
     ),
 )
 
@@ -119,8 +140,16 @@ def _add_common(parser: argparse.ArgumentParser, name: str) -> None:
         "--clients",
         type=client_counts,
         default=(1, 16),
-        help="concurrent closed-loop clients, one process each; a list runs each count "
-        "(default 1,16)",
+        help="concurrent closed-loop clients, one process each (see --client-shape); a list"
+        " runs each count (default 1,16)",
+    )
+    load.add_argument(
+        "--client-shape",
+        choices=CLIENT_SHAPES,
+        default="processes",
+        help="processes: each client its own process (default); threads: all clients threads"
+        " of one process, each its own connection, as an application embeds the client;"
+        " both: every phase in each shape, one after the other",
     )
     load.add_argument(
         "--duration",
@@ -204,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``berth-bench``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     scenario = next(s for s in SCENARIOS if s.name == args.scenario)
+    if (why := scenario.refuse(args)) is not None:
+        parser.error(f"{scenario.name}: {why}")  # exits 2
     progress.configure(args.progress)
     options = RunOptions(
         address=args.address,
@@ -217,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         plots=args.plots,
         compare=args.compare,
         containerd_address=args.containerd_address,
+        client_shape=args.client_shape,
     )
     sys.exit(scenario.run(options, args))
 

@@ -144,11 +144,11 @@ def _note_uncertain(book: Ledger, cid: str, exc: Exception) -> None:
 
 
 def create_op(ctx: WorkerContext, ns: str) -> Op:
-    """Create containers with ids unique to this worker, label ``bench=1``."""
+    """Create containers with ids unique to this client (and shape), label ``bench=1``."""
     client = ctx.containers(ns)
     book = _ledger(ctx, ns)
     seq = itertools.count(len(book.created) + len(book.uncertain))
-    prefix = f"w{ctx.index}-"
+    prefix = f"{ctx.name}-"
 
     def op() -> None:
         cid = f"{prefix}{next(seq)}"

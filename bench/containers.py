@@ -1,7 +1,9 @@
 """``berth-bench containers``: the benchmark of the Containers service.
 
 For each client count (``--clients``, default 1 and 16), in namespace
-``bench-c<N>``, with one worker process per client:
+``bench-c<N>``, with one worker process per client (``--client-shape
+threads``: the clients are threads of one process, in ``bench-c<N>-threads``;
+``both``: each phase in both shapes, one after the other):
 
 1. ``create``: unique ids, label ``bench=1``, a small OCI spec;
 2. ``get``: random ids among those the worker created;
@@ -51,7 +53,7 @@ from bench.stats import PhaseStats, merge_errors
 from bench.table import format_phases
 from bench.target import CpuMeter, Target, TargetError, open_target
 from bench.targets import LIST_PHASE, MemoryResult, ScaleResult, evaluate_targets
-from bench.workers import Job, WorkerFailed, WorkerPool
+from bench.workers import Job, WorkerFailed, WorkerPool, worker_pools
 
 __all__ = ["add_arguments", "run"]
 
@@ -104,18 +106,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_namespace(clients: int) -> str:
-    """The namespace the load phases use at ``clients`` clients."""
-    return f"bench-c{clients}"
+def load_namespace(clients: int, shape: str = "processes") -> str:
+    """The namespace the load phases use at ``clients`` clients of ``shape``."""
+    return f"bench-c{clients}" if shape == "processes" else f"bench-c{clients}-{shape}"
+
+
+def mix_namespace(clients: int, shape: str = "processes") -> str:
+    """The namespace of ``--mix`` at ``clients`` clients of ``shape``."""
+    return f"bench-mix-c{clients}" if shape == "processes" else f"bench-mix-c{clients}-{shape}"
 
 
 class _Bench:
     """One run against one daemon: phases, checks and their results."""
 
     def __init__(
-        self, pool: WorkerPool, target: Target, options: RunOptions, args: argparse.Namespace
+        self,
+        pools: dict[str, WorkerPool],
+        target: Target,
+        options: RunOptions,
+        args: argparse.Namespace,
     ) -> None:
-        self.pool = pool
+        self.pools = pools  # by client shape, in the order the phases run them
+        self.shapes = list(pools)
+        self.pool = pools[self.shapes[0]]  # bulk fills and the scale check
         self.target = target
         self.options = options
         self.bulk_workers: int = args.bulk_workers
@@ -175,16 +188,20 @@ class _Bench:
         if errors:
             raise BenchAborted(f"bulk {job.__name__} in {ns} failed: {errors}")
 
+    def load_namespaces(self) -> list[str]:
+        """The namespaces of the load phases, at every client count and shape."""
+        return [load_namespace(n, shape) for n in self.options.clients for shape in self.shapes]
+
     def prepare(self) -> None:
         """Empty the namespaces used (a reused daemon); fill ``bench-list``."""
-        for ns in [NS_LIST, NS_SCALE, *map(load_namespace, self.options.clients)]:
+        for ns in [NS_LIST, NS_SCALE, *self.load_namespaces()]:
             if leftovers := sorted(self.listed_ids(ns)):
                 self.bulk_ids(ops.bulk_delete, ns, leftovers)
         self.bulk(ops.bulk_create, NS_LIST, "l-", 0, LIST_SIZE)
         if (count := len(self.listed_ids(NS_LIST))) != LIST_SIZE:
             raise BenchAborted(f"{NS_LIST} holds {count} containers after filling {LIST_SIZE}")
         if self.ctrd is not None:
-            for ns in [NS_LIST, *map(load_namespace, self.options.clients)]:
+            for ns in [NS_LIST, *self.load_namespaces()]:
                 self.ctrd.empty(ns)
             self.ctrd.fill(NS_LIST, "l-", LIST_SIZE)
 
@@ -195,11 +212,12 @@ class _Bench:
         make_op: OpFactory,
         params: Sequence[Any],
         backend: str = "berth",
+        shape: str | None = None,
     ) -> PhaseStats:
         meter = CpuMeter(self.pids.get(backend))
         sampler = ResourceSampler(self.pids.get(backend), backend, (), shims=False)
         stats = run_phase(
-            self.pool,
+            self.pools[shape or self.shapes[0]],
             name,
             clients,
             make_op,
@@ -219,56 +237,72 @@ class _Bench:
         for code in ("NOT_FOUND", ops.ListMismatch.code):
             if stats.errors.get(code):
                 self.outcome.breaches.append(
-                    f"{backend} {name} at {clients} clients: {stats.errors[code]} x {code} "
-                    "on containers that exist"
+                    f"{backend} {name} at {clients} clients ({stats.shape}):"
+                    f" {stats.errors[code]} x {code} on containers that exist"
                 )
         return stats
 
     def load_phases(self, clients: int) -> None:
-        """The five phases at ``clients`` clients on each backend in turn, with checks."""
-        ns = load_namespace(clients)
-        params = [ns] * clients
+        """The five phases at ``clients`` clients, in each shape and on each backend in turn.
+
+        Each shape has its own namespace (``bench-c<N>``, ``bench-c<N>-threads``),
+        so each shape's phases find the same store and each check its own ledgers.
+        """
         list_params = [(NS_LIST, LIST_SIZE)] * clients
-        steps: list[tuple[str, OpFactory, list[Any], str | None]] = [
-            ("create", ops.create_op, params, "after create"),
-            ("get", ops.get_op, params, None),
-            ("update", ops.update_op, params, "after update"),
-            (LIST_PHASE, ops.list_op, list_params, None),
-            ("delete", ops.delete_op, params, "after delete"),
+        steps: list[tuple[str, OpFactory, str | None]] = [
+            ("create", ops.create_op, "after create"),
+            ("get", ops.get_op, None),
+            ("update", ops.update_op, "after update"),
+            (LIST_PHASE, ops.list_op, None),
+            ("delete", ops.delete_op, "after delete"),
         ]
-        for name, make_op, phase_params, check in steps:
-            for backend in self.backends:
-                self.outcome.phases.append(
-                    self.phase(name, clients, make_op, phase_params, backend)
-                )
-                if check is not None:
-                    self.check(ns, clients, check, backend)
+        for name, make_op, check in steps:
+            for shape in self.shapes:
+                ns = load_namespace(clients, shape)
+                params: list[Any] = list_params if name == LIST_PHASE else [ns] * clients
+                for backend in self.backends:
+                    self.outcome.phases.append(
+                        self.phase(name, clients, make_op, params, backend, shape)
+                    )
+                    if check is not None:
+                        self.check(ns, clients, check, backend, shape)
         if self.mix:
             self.mixed_phase(clients)
 
     def mixed_phase(self, clients: int) -> None:
-        """``--mix``: one phase of weighted container calls, then its check."""
+        """``--mix``: one phase of weighted container calls in each shape, then its check."""
         assert self.mix is not None
-        ns = f"bench-mix-c{clients}"
-        for backend in self.backends:
-            if self.ctrd is not None and backend == "containerd":
-                self.ctrd.empty(ns)
-            elif leftovers := sorted(self.listed_ids(ns)):
-                self.bulk_ids(ops.bulk_delete, ns, leftovers)
-            params = [mixed.container_mix(self.mix, ns)] * clients
-            self.outcome.phases.append(self.phase("mix", clients, mixed.mixed_op, params, backend))
-            self.check(ns, clients, "after mix", backend)
+        for shape in self.shapes:
+            ns = mix_namespace(clients, shape)
+            for backend in self.backends:
+                if self.ctrd is not None and backend == "containerd":
+                    self.ctrd.empty(ns)
+                elif leftovers := sorted(self.listed_ids(ns)):
+                    self.bulk_ids(ops.bulk_delete, ns, leftovers)
+                params = [mixed.container_mix(self.mix, ns)] * clients
+                stats = self.phase("mix", clients, mixed.mixed_op, params, backend, shape)
+                self.outcome.phases.append(stats)
+                self.check(ns, clients, "after mix", backend, shape)
 
-    def check(self, ns: str, clients: int, when: str, backend: str = "berth") -> None:
-        """Compare List of ``ns`` with what the workers had acknowledged."""
-        previous, self.pool.backend = self.pool.backend, backend
+    def check(
+        self,
+        ns: str,
+        clients: int,
+        when: str,
+        backend: str = "berth",
+        shape: str | None = None,
+    ) -> None:
+        """Compare List of ``ns`` with what the clients of ``shape`` had acknowledged."""
+        shape = shape or self.shapes[0]
+        pool = self.pools[shape]
+        previous, pool.backend = pool.backend, backend
         try:
-            books: list[ops.Ledger] = self.pool.run(ops.ledger, [ns] * clients)
+            books: list[ops.Ledger] = pool.run(ops.ledger, [ns] * clients)
         finally:
-            self.pool.backend = previous
+            pool.backend = previous
         check, breaches = ops.compare_ledgers(books, self.listed_ids(ns, backend))
         self.outcome.checks.append(
-            {"backend": backend, "ns": ns, "clients": clients, "when": when} | check
+            {"backend": backend, "shape": shape, "ns": ns, "clients": clients, "when": when} | check
         )
         self.outcome.breaches += [f"{backend} {ns} {when}: {breach}" for breach in breaches]
 
@@ -305,7 +339,7 @@ class _Bench:
 
     def cleanup(self) -> None:
         """Remove what this run stored (only on a daemon it did not spawn)."""
-        for ns in [NS_LIST, NS_SCALE, *map(load_namespace, self.options.clients)]:
+        for ns in [NS_LIST, NS_SCALE, *self.load_namespaces()]:
             if leftovers := sorted(self.listed_ids(ns)):
                 self.bulk_ids(ops.bulk_delete, ns, leftovers)
 
@@ -326,6 +360,8 @@ def _config(options: RunOptions, args: argparse.Namespace, spawned: bool) -> dic
         "bulk_in_flight": args.bulk_in_flight,
         "rate": options.load.rate,
         "mode": "open" if options.load.rate else "closed",
+        "client_shape": options.client_shape,
+        "shapes": list(options.shapes),
         "mix": args.mix,
         "compare": options.compare,
         "containerd_address": options.containerd_address,
@@ -345,14 +381,15 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     bench: _Bench | None = None
     with open_target(options.address, workdir=options.workdir) as target:
         try:
-            with WorkerPool(
+            with worker_pools(
+                options.shapes,
                 max(options.clients),
                 target.address,
                 timeout=options.timeout,
                 containerd_address=options.compare
                 and (options.containerd_address or DEFAULT_CONTAINERD),
-            ) as pool:
-                bench = _Bench(pool, target, options, args)
+            ) as pools:
+                bench = _Bench(pools, target, options, args)
                 try:
                     bench.prepare()
                     if scale:

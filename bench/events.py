@@ -159,14 +159,23 @@ def _measure(session: Session, count: int) -> None:
                 subs[backend] = _open(session, backend, count)
             params = TaskParams(NAMESPACE, str(rootfs))
             for clients in session.options.clients:
-                for backend in session.backends:
-                    session.phase(
-                        "lifecycle", clients, lifecycle_op, [params] * clients, backend=backend
-                    )
-                    when = f"at {clients} clients"
-                    expected[backend] += check_exits(session, backend, NAMESPACE, clients, when)
-                    _wait_for(subs[backend], expected[backend])
-                    _check(session, backend, subs[backend], expected[backend], when)
+                for shape in session.shapes:
+                    for backend in session.backends:
+                        session.phase(
+                            "lifecycle",
+                            clients,
+                            lifecycle_op,
+                            [params] * clients,
+                            backend=backend,
+                            shape=shape,
+                        )
+                        when = f"at {clients} clients"
+                        expected[backend] += check_exits(
+                            session, backend, NAMESPACE, clients, when, shape
+                        )
+                        _wait_for(subs[backend], expected[backend])
+                        when = session.tagged(when, shape)
+                        _check(session, backend, subs[backend], expected[backend], when)
     finally:
         for backend, group in subs.items():
             for sub in group:

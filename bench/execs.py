@@ -9,7 +9,8 @@ on the worker's own subscription; containerd: ``Tasks/Wait``, then
 
 Correctness: every exec's exit must be observed, with status 0; a breach
 makes the run exit 1. With ``--compare containerd`` each phase runs
-against containerd right after berth, with the same clients.
+against containerd right after berth, with the same clients; with
+``--client-shape both``, in each shape (processes, then threads) in turn.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def _measure(session: Session, tasks: int) -> None:
                     session.outcome.notes.append(f"{backend}: removed {len(left)} leftover(s)")
                 ids[backend] = running.start(backend, tasks)
             for clients in session.options.clients:
-                for backend in session.backends:
-                    params = [
-                        TaskParams(NAMESPACE, str(rootfs), task=ids[backend][i % tasks])
-                        for i in range(clients)
-                    ]
-                    session.phase("exec", clients, exec_op, params, backend=backend)
-                    check_exits(session, backend, NAMESPACE, clients, f"exec at {clients}")
+                for shape in session.shapes:
+                    for backend in session.backends:
+                        params = [
+                            TaskParams(NAMESPACE, str(rootfs), task=ids[backend][i % tasks])
+                            for i in range(clients)
+                        ]
+                        session.phase(
+                            "exec", clients, exec_op, params, backend=backend, shape=shape
+                        )
+                        when = f"exec at {clients}"
+                        check_exits(session, backend, NAMESPACE, clients, when, shape)
         finally:
             running.stop_all()
 

@@ -32,9 +32,10 @@ from typing import Any, Protocol
 
 from bench import progress
 from bench.stats import PhaseStats, WorkerSample, aggregate
-from bench.workers import WorkerContext, WorkerPool
+from bench.workers import SHAPES, WorkerContext, WorkerPool
 
 __all__ = [
+    "CLIENT_SHAPES",
     "NOT_SENT",
     "Load",
     "LoopPlan",
@@ -55,6 +56,8 @@ Op = Callable[[], "str | None"]
 # Builds, in the worker, the operation a phase repeats; ``(ctx, params) -> op``.
 OpFactory = Callable[[WorkerContext, Any], Op]
 
+# --client-shape: one process per client, all clients threads of one process, or both in turn.
+CLIENT_SHAPES = (*SHAPES, "both")
 # Open loop: a call still due when the window closed, never sent (the rate was not kept).
 NOT_SENT = "NOT_SENT"
 _START_LEAD_S = 0.2  # time given to every worker to receive its plan before the common start
@@ -242,6 +245,12 @@ class RunOptions:
     plots: Path | None = None  # where PNG plots go (matplotlib); None: no plots
     compare: str | None = None  # "containerd": run every phase against it too
     containerd_address: str | None = None  # its socket, for --compare
+    client_shape: str = "processes"  # or "threads", or "both" (see bench.workers)
+
+    @property
+    def shapes(self) -> tuple[str, ...]:
+        """The shapes every phase runs in, one after the other: processes, then threads."""
+        return SHAPES if self.client_shape == "both" else (self.client_shape,)
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -279,7 +288,8 @@ def run_phase(
 ) -> PhaseStats:
     """Run one phase on the first ``clients`` workers (``params[i]`` for worker i).
 
-    Each meter (``meter`` and ``meters``) is begun and ended around the
+    The pool's shape (processes, or threads of one process) is the phase's
+    ``shape``. Each meter (``meter`` and ``meters``) is begun and ended around the
     measured window, on a thread. ``backend`` names the daemon the
     operations talk to (:meth:`WorkerContext.containers` and friends pick
     their client by it).
@@ -314,6 +324,8 @@ def run_phase(
     for watcher in watchers:
         watcher.start()
     label = phase if backend == "berth" else f"{phase} ({backend})"
+    if pool.shape != "processes":
+        label += f" [{pool.shape}]"
     previous, pool.backend = pool.backend, backend
     try:
         with progress.watch(label, clients, pool.counters, measure, end, load.ops):
@@ -325,4 +337,4 @@ def run_phase(
             watcher.join()
     mode = "closed" if interval is None else "open"
     stats = aggregate(phase, clients, measure, samples, mode=mode, rate=load.rate)
-    return replace(stats, backend=backend)
+    return replace(stats, backend=backend, shape=pool.shape)

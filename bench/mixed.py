@@ -23,6 +23,7 @@ import argparse
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import container_ops as cops
 from bench.api import SnapshotsApi
@@ -171,20 +172,33 @@ def mixed_op(ctx: WorkerContext, params: MixParams) -> Op:
     return op
 
 
-def _check_containers(session: Session, backend: str, clients: int) -> None:
-    pool = session.pool
+def _check_containers(session: Session, backend: str, clients: int, shape: str) -> None:
+    """List the namespace against the ledgers of every client of every shape.
+
+    All shapes write into the one namespace (their ids differ: ``w<i>-`` and
+    ``t<i>-``), so what is listed after any phase is what all of them wrote.
+    """
+    books: list[cops.Ledger] = []
+    for pool in session.pools.values():
+        previous, pool.backend = pool.backend, backend
+        try:
+            books += pool.run(cops.ledger, [NAMESPACE] * pool.size)
+        finally:
+            pool.backend = previous
+    pool = session.pools[shape]
     previous, pool.backend = pool.backend, backend
     try:
-        books: list[cops.Ledger] = pool.run(cops.ledger, [NAMESPACE] * clients)
         listed: set[str] = pool.run(cops.listed_ids, [(NAMESPACE, _FILTER)])[0]
     finally:
         pool.backend = previous
     check, breaches = cops.compare_ledgers(books, listed)
+    when = session.tagged("after mix", shape)
     session.outcome.checks.append(
-        {"backend": backend, "ns": NAMESPACE, "clients": clients, "when": "after mix"} | check
+        {"backend": backend, "shape": shape, "ns": NAMESPACE, "clients": clients, "when": when}
+        | check
     )
     for breach in breaches:
-        session.breach(f"{backend} {NAMESPACE} at {clients} clients: {breach}")
+        session.breach(f"{backend} {NAMESPACE} {when} at {clients} clients: {breach}")
 
 
 def _measure(session: Session, weights: dict[str, float], tasks: int) -> None:
@@ -197,24 +211,39 @@ def _measure(session: Session, weights: dict[str, float], tasks: int) -> None:
                 ids[backend] = running.start(backend, tasks) if "exec" in weights else [""]
                 make_base(_snapshots(session, backend), BASE)
             for clients in session.options.clients:
-                for backend in session.backends:
-                    params = [
-                        MixParams(
-                            tuple(weights.items()),
-                            TaskParams(NAMESPACE, str(rootfs), ids[backend][i % len(ids[backend])]),
-                            SnapshotParams(NAMESPACE, BASE),
-                        )
-                        for i in range(clients)
-                    ]
-                    session.phase("mixed", clients, mixed_op, params, backend=backend)
-                    check_exits(session, backend, NAMESPACE, clients, f"mixed at {clients}")
-                    _check_containers(session, backend, clients)
+                for shape in session.shapes:
+                    for backend in session.backends:
+                        tasks_of = ids[backend]
+                        _mixed_phase(session, weights, rootfs, tasks_of, clients, backend, shape)
         finally:
             running.stop_all()
             for backend in session.backends:
                 remove_base(_snapshots(session, backend), BASE)
             for backend in session.backends:
                 clear_namespace(session, backend, NAMESPACE)
+
+
+def _mixed_phase(
+    session: Session,
+    weights: dict[str, float],
+    rootfs: Path,
+    tasks: list[str],
+    clients: int,
+    backend: str,
+    shape: str,
+) -> None:
+    """One mixed phase on ``backend`` by the clients of ``shape``, then its checks."""
+    params = [
+        MixParams(
+            tuple(weights.items()),
+            TaskParams(NAMESPACE, str(rootfs), tasks[i % len(tasks)]),
+            SnapshotParams(NAMESPACE, BASE),
+        )
+        for i in range(clients)
+    ]
+    session.phase("mixed", clients, mixed_op, params, backend=backend, shape=shape)
+    check_exits(session, backend, NAMESPACE, clients, f"mixed at {clients}", shape)
+    _check_containers(session, backend, clients, shape)
 
 
 def _snapshots(session: Session, backend: str) -> SnapshotsApi:

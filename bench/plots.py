@@ -1,9 +1,10 @@
 """PNG plots of a load run: latency percentiles and throughput over time (matplotlib).
 
 matplotlib is an optional extra (``berth[plots]``); without it the plots
-are skipped and the report says so. For each phase and client count, one
-figure of two panels over the measured window, berth and (with
-``--compare``) containerd on the same axes:
+are skipped and the report says so. For each phase, client count and
+client shape, one figure of two panels over the measured window, berth
+and (with ``--compare``) containerd on the same axes (the threads shape's
+files end in ``-threads``):
 
 - top: p50 and p99 latency per slice of the window (log scale);
 - bottom: throughput per slice.
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import PhaseStats
+from bench.table import phase_label
 
 __all__ = ["write_plots"]
 
@@ -51,7 +53,8 @@ def _timeline_figure(plt: Any, group: Sequence[PhaseStats], path: Path) -> None:
     top.set_yscale("log")
     top.set_ylabel("latency, ms")
     top.legend(fontsize="small")
-    top.set_title(f"{first.phase} at {first.clients} clients ({first.mode} loop)")
+    shape = "" if first.shape == "processes" else f", {first.shape} of one process"
+    top.set_title(f"{first.phase} at {first.clients} clients ({first.mode} loop{shape})")
     bottom.set_ylabel("calls/s")
     bottom.set_xlabel("seconds into the measured window")
     bottom.legend(fontsize="small")
@@ -66,8 +69,7 @@ def _percentile_figure(plt: Any, phases: Sequence[PhaseStats], path: Path, title
     for stats in phases:
         values = [stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.p999_ms, stats.max_ms]
         style = "-" if stats.backend == "berth" else "--"
-        axis.plot(labels, values, ls=style, marker="o",
-                  label=f"{stats.phase} @{stats.clients} {stats.backend}")  # fmt: skip
+        axis.plot(labels, values, ls=style, marker="o", label=phase_label(stats))
     axis.set_yscale("log")
     axis.set_ylabel("latency, ms")
     axis.set_title(f"{title}: latency by percentile")
@@ -87,13 +89,14 @@ def write_plots(phases: Sequence[PhaseStats], directory: Path, scenario: str) ->
         return {"skipped": "matplotlib is not installed (pip install 'berth[plots]')"}
     directory.mkdir(parents=True, exist_ok=True)
     files = []
-    groups: dict[tuple[str, int], list[PhaseStats]] = {}
+    groups: dict[tuple[str, int, str], list[PhaseStats]] = {}
     for stats in phases:
-        groups.setdefault((stats.phase, stats.clients), []).append(stats)
-    for (phase, clients), group in groups.items():
+        groups.setdefault((stats.phase, stats.clients, stats.shape), []).append(stats)
+    for (phase, clients, shape), group in groups.items():
         if not any(stats.timeline for stats in group):
             continue
-        path = directory / f"{scenario}-{_slug(phase)}-c{clients}-timeline.png"
+        suffix = "" if shape == "processes" else f"-{shape}"
+        path = directory / f"{scenario}-{_slug(phase)}-c{clients}{suffix}-timeline.png"
         _timeline_figure(plt, group, path)
         files.append(str(path))
     path = directory / f"{scenario}-percentiles.png"

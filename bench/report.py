@@ -58,8 +58,8 @@ def _reference(stats: PhaseStats) -> tuple[str, str]:
 
 
 _HEADER = (
-    f"{'phase':<13}{'clients':>7}{'ops/s':>8}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-    f"{'p99.9 ms':>10}{'max ms':>9}{'errors':>7}{'berthd':>8}{'host':>6}"
+    f"{'phase':<13}{'shape':<10}{'clients':>7}{'ops/s':>8}{'p50 ms':>9}{'p90 ms':>9}"
+    f"{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'errors':>7}{'berthd':>8}{'host':>6}"
     f"  {'containerd':>12}{'ratio':>7}"
 )
 
@@ -74,7 +74,7 @@ def _row(stats: PhaseStats, label: str | None = None) -> str:
     ref, ratio = _reference(stats) if label is None else ("", "")
     cores, host = _cpu(stats)
     return (
-        f"{label or stats.phase:<13}{stats.clients:>7}{stats.ops_per_s:>8.0f}"
+        f"{label or stats.phase:<13}{stats.shape:<10}{stats.clients:>7}{stats.ops_per_s:>8.0f}"
         f"{format_ms(stats.p50_ms, 9)}{format_ms(stats.p90_ms, 9)}{format_ms(stats.p99_ms, 9)}"
         f"{format_ms(stats.p999_ms, 10)}{format_ms(stats.max_ms, 9)}"
         f"{stats.error_count:>7}{cores:>8}{host:>6}  {ref:>12}{ratio:>7}"
@@ -93,16 +93,18 @@ def format_report(outcome: Outcome, targets: Sequence[TargetResult]) -> str:
         lines.append(_row(scale.small, f"get@{scale.small_stored:,}"))
         lines.append(_row(scale.large, f"get@{scale.large_stored:,}"))
     for p in [*ours, *extra]:
+        at = f"{p.clients} clients" + ("" if p.shape == "processes" else f" ({p.shape})")
         if p.errors:
-            lines.append(f"  errors in {p.phase} at {p.clients} clients: {p.errors}")
+            lines.append(f"  errors in {p.phase} at {at}: {p.errors}")
         if p.out_of_work:
             lines.append(
-                f"  {p.phase} at {p.clients}: {p.out_of_work} worker(s) ran out of ids; "
+                f"  {p.phase} at {at}: {p.out_of_work} worker(s) ran out of ids; "
                 "window cut when the first did"
             )
     lines.append(
         "(ratio: berth/containerd throughput; for list-1000, containerd p50 / berth p50;"
-        " berthd: CPU cores the daemon used, host: the machine's CPU busy, clients included)"
+        " berthd: CPU cores the daemon used, host: the machine's CPU busy, clients included;"
+        " shape: one process per client, or threads of one process)"
     )
     if memory is not None:
         lines.append(

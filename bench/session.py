@@ -7,8 +7,11 @@ The scenarios ``exec``, ``events`` and ``mixed`` (and the churn phases of
 1. spawns berthd (or uses ``--address``), and with ``--compare
    containerd`` connects to containerd and makes the bench's lease in
    each namespace the run uses;
-2. starts the worker processes (one per client of the largest count);
-3. runs ``measure``; each :meth:`Session.phase` samples the daemon's CPU
+2. starts the clients (one per client of the largest count) in each
+   shape of ``--client-shape``: worker processes, or threads of one
+   worker process (:mod:`bench.workers`);
+3. runs ``measure``, whose loops run each phase in every shape
+   (:attr:`Session.shapes`); each :meth:`Session.phase` samples the daemon's CPU
    and memory and the shims' memory (:mod:`bench.resources`) over its
    measured window;
 4. prints the table (:mod:`bench.table`) and the correctness verdict,
@@ -36,7 +39,7 @@ from bench.resources import ResourceSampler, listener_pid
 from bench.stats import PhaseStats
 from bench.table import format_phases, pair_phases
 from bench.target import Target, TargetError, open_target
-from bench.workers import WorkerFailed, WorkerPool
+from bench.workers import WorkerFailed, WorkerPool, worker_pools
 
 __all__ = [
     "BenchAborted",
@@ -76,13 +79,15 @@ class Session:
         self,
         options: RunOptions,
         target: Target,
-        pool: WorkerPool,
+        pools: dict[str, WorkerPool],
         namespaces: tuple[str, ...],
         containerd: str | None,
     ) -> None:
         self.options = options
         self.target = target
-        self.pool = pool
+        self.pools = pools  # by client shape, in the order the phases run them
+        self.shapes = list(pools)
+        self.pool = pools[self.shapes[0]]  # set-up jobs that care for no shape
         self.namespaces = namespaces
         self.containerd_address = containerd
         self.outcome = LoadOutcome()
@@ -127,15 +132,20 @@ class Session:
         params: Sequence[Any],
         *,
         backend: str = "berth",
+        shape: str | None = None,
         shims: bool = True,
     ) -> PhaseStats:
-        """Run one measured phase against ``backend`` and keep its figures."""
+        """Run one measured phase against ``backend`` and keep its figures.
+
+        ``shape`` picks the clients (``processes`` or ``threads``; default
+        the first of the run's shapes).
+        """
         socket = None
         if backend == "containerd" and self.containerd_address:
             socket = self.containerd_address.removeprefix("unix://")
         sampler = ResourceSampler(self.pid(backend), backend, self.namespaces, socket, shims=shims)
         stats = run_phase(
-            self.pool,
+            self.pools[shape or self.shapes[0]],
             name,
             clients,
             make_op,
@@ -148,6 +158,10 @@ class Session:
         self.outcome.phases.append(stats)
         self.target.check_alive()
         return stats
+
+    def tagged(self, when: str, shape: str) -> str:
+        """``when`` of a check, naming the shape unless every client is a process."""
+        return when if self.shapes == ["processes"] else f"{when} ({shape})"
 
     def breach(self, message: str) -> None:
         """Record a correctness breach (the run will exit 1)."""
@@ -192,13 +206,14 @@ def open_session(
 ) -> Iterator[Session]:
     """Workers, containerd (with ``--compare``) and the bench's leases, for one load run."""
     containerd = _containerd_address(options)
-    with WorkerPool(
+    with worker_pools(
+        options.shapes,
         max(options.clients),
         target.address,
         timeout=options.timeout,
         containerd_address=containerd,
-    ) as pool:
-        session = Session(options, target, pool, namespaces, containerd)
+    ) as pools:
+        session = Session(options, target, pools, namespaces, containerd)
         try:
             with _leases(session):
                 yield session
@@ -229,6 +244,7 @@ def _comparison(phases: Sequence[PhaseStats]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "phase": berth_phase.phase,
+                "shape": berth_phase.shape,
                 "clients": berth_phase.clients,
                 "ops_per_s_ratio": ratio(berth_phase.ops_per_s, other.ops_per_s),
                 "p50_ratio": ratio(other.p50_ms, berth_phase.p50_ms),
@@ -273,13 +289,14 @@ def run_load_scenario(
     try:
         with open_target(options.address, workdir=options.workdir) as target:
             try:
-                with WorkerPool(
+                with worker_pools(
+                    options.shapes,
                     max(options.clients),
                     target.address,
                     timeout=options.timeout,
                     containerd_address=containerd,
-                ) as pool:
-                    session = Session(options, target, pool, namespaces, containerd)
+                ) as pools:
+                    session = Session(options, target, pools, namespaces, containerd)
                     try:
                         with _leases(session):
                             measure(session)
@@ -313,6 +330,8 @@ def run_load_scenario(
             "warmup_s": options.load.warmup,
             "rate": options.load.rate,
             "mode": "open" if options.load.rate else "closed",
+            "client_shape": options.client_shape,
+            "shapes": list(options.shapes),
             "timeout_s": options.timeout,
             "compare": options.compare,
             "containerd_address": containerd,

@@ -128,6 +128,7 @@ class PhaseStats:
     mode: str = "closed"  # or "open": a target rate, latency from when each call was due
     rate: float | None = None  # open loop: the target rate, calls/s over all clients
     backend: str = "berth"  # or "containerd" (--compare)
+    shape: str = "processes"  # the clients: one process each, or "threads" of one process
     service: LatencySummary | None = None  # open loop: latency from when each call was sent
     max_lag_ms: float = 0.0  # open loop: how late the latest call was sent
     per_op: tuple[OpStats, ...] = ()  # a mix: each operation's share
@@ -151,6 +152,7 @@ class PhaseStats:
         return {
             "phase": self.phase,
             "backend": self.backend,
+            "shape": self.shape,
             "clients": self.clients,
             "mode": self.mode,
             "rate": self.rate,

@@ -1,12 +1,14 @@
 """The final table of a load run: one row per phase, containerd's beside berth's as a ratio.
 
-Columns: ops/s, p50, p90, p99, p99.9, max, errors (all codes). A phase
-that mixes operations gets one indented row per operation. With
-``--compare containerd`` each berth row is followed by containerd's row
-of the same phase and client count and a ratio row: throughput
-berth / containerd, latencies containerd / berth, so above 1 means berth
-did better everywhere. Under the table: errors by code, open-loop notes,
-and the resource figures (:mod:`bench.resources`).
+Columns: the clients' shape (``processes``, one process per client, or
+``threads`` of one process; ``--client-shape``), ops/s, p50, p90, p99,
+p99.9, max, errors (all codes). A phase that mixes operations gets one
+indented row per operation. With ``--compare containerd`` each berth row
+is followed by containerd's row of the same phase, client count and shape
+and a ratio row: throughput berth / containerd, latencies containerd /
+berth, so above 1 means berth did better everywhere. Under the table:
+errors by code, open-loop notes, and the resource figures
+(:mod:`bench.resources`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from collections.abc import Sequence
 
 from bench.stats import OpStats, PhaseStats
 
-__all__ = ["format_ms", "format_phases", "pair_phases"]
+__all__ = ["format_ms", "format_phases", "pair_phases", "phase_label"]
 
 _HEADER = (
-    f"{'phase':<18}{'backend':<11}{'clients':>7}{'ops/s':>9}{'p50 ms':>9}{'p90 ms':>9}"
-    f"{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'errors':>8}"
+    f"{'phase':<18}{'backend':<11}{'shape':<10}{'clients':>7}{'ops/s':>9}{'p50 ms':>9}"
+    f"{'p90 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'max ms':>9}{'errors':>8}"
 )
 
 
@@ -34,9 +36,15 @@ def _cells(ops_per_s: float, p50: float, p90: float, p99: float, p999: float, to
     return f"{ops_per_s:>9,.0f}" + "".join(format_ms(value, width) for value, width in widths)
 
 
+def phase_label(stats: PhaseStats) -> str:
+    """``phase @clients backend``, and the shape when the clients were threads."""
+    label = f"{stats.phase} @{stats.clients} {stats.backend}"
+    return label if stats.shape == "processes" else f"{label} {stats.shape}"
+
+
 def _row(stats: PhaseStats, label: str | None = None) -> str:
     return (
-        f"{label or stats.phase:<18}{stats.backend:<11}{stats.clients:>7}"
+        f"{label or stats.phase:<18}{stats.backend:<11}{stats.shape:<10}{stats.clients:>7}"
         + _cells(
             stats.ops_per_s, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.p999_ms, stats.max_ms
         )
@@ -44,10 +52,10 @@ def _row(stats: PhaseStats, label: str | None = None) -> str:
     )
 
 
-def _op_row(op: OpStats, backend: str) -> str:
+def _op_row(op: OpStats, stats: PhaseStats) -> str:
     lat = op.latency
     return (
-        f"{'  ' + op.name:<18}{backend:<11}{'':>7}"
+        f"{'  ' + op.name:<18}{stats.backend:<11}{stats.shape:<10}{'':>7}"
         + _cells(op.ops_per_s, lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.p999_ms, lat.max_ms)
         + f"{sum(op.errors.values()):>8}"
     )
@@ -68,7 +76,7 @@ def _ratio_row(berth: PhaseStats, other: PhaseStats) -> str:
         _ratio(other.max_ms, berth.max_ms),
     ]
     widths = (9, 9, 9, 9, 10, 9)
-    return f"{'  ratio':<18}{'':<11}{'':>7}" + "".join(
+    return f"{'  ratio':<18}{'':<11}{'':<10}{'':>7}" + "".join(
         f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)
     )
 
@@ -76,9 +84,9 @@ def _ratio_row(berth: PhaseStats, other: PhaseStats) -> str:
 def pair_phases(
     phases: Sequence[PhaseStats],
 ) -> list[tuple[PhaseStats, PhaseStats | None]]:
-    """Each berth phase with containerd's of the same name and client count, if any."""
-    others = {(p.phase, p.clients): p for p in phases if p.backend != "berth"}
-    return [(p, others.get((p.phase, p.clients))) for p in phases if p.backend == "berth"]
+    """Each berth phase with containerd's of the same name, client count and shape, if any."""
+    others = {(p.phase, p.clients, p.shape): p for p in phases if p.backend != "berth"}
+    return [(p, others.get((p.phase, p.clients, p.shape))) for p in phases if p.backend == "berth"]
 
 
 def _resource_line(stats: PhaseStats) -> str | None:
@@ -102,7 +110,7 @@ def _resource_line(stats: PhaseStats) -> str | None:
         )
     if not parts:
         return None
-    return f"  {stats.phase} @{stats.clients} {stats.backend}: " + "; ".join(parts)
+    return f"  {phase_label(stats)}: " + "; ".join(parts)
 
 
 def format_phases(phases: Sequence[PhaseStats]) -> list[str]:
@@ -110,17 +118,17 @@ def format_phases(phases: Sequence[PhaseStats]) -> list[str]:
     lines = [_HEADER, "-" * len(_HEADER)]
     for berth, other in pair_phases(phases):
         lines.append(_row(berth))
-        lines += [_op_row(op, berth.backend) for op in berth.per_op]
+        lines += [_op_row(op, berth) for op in berth.per_op]
         if other is not None:
             lines.append(_row(other))
-            lines += [_op_row(op, other.backend) for op in other.per_op]
+            lines += [_op_row(op, other) for op in other.per_op]
             lines.append(_ratio_row(berth, other))
     if any(other is not None for _, other in pair_phases(phases)):
         lines.append(
             "(ratio: ops/s berth / containerd, latencies containerd / berth: > 1 is berth)"
         )
     for p in phases:
-        label = f"{p.phase} @{p.clients} {p.backend}"
+        label = phase_label(p)
         if p.errors:
             lines.append(f"  errors in {label}: {p.errors}")
         if p.mode == "open" and p.service is not None:

@@ -91,7 +91,11 @@ class TargetResult:
 
 
 def _find(phases: Sequence[PhaseStats], phase: str, clients: int) -> PhaseStats | None:
-    return next((p for p in phases if p.phase == phase and p.clients == clients), None)
+    # berth's first row: with --client-shape both, the processes shape's (run first).
+    return next(
+        (p for p in phases if p.backend == "berth" and p.phase == phase and p.clients == clients),
+        None,
+    )
 
 
 def evaluate_targets(

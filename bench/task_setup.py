@@ -98,13 +98,17 @@ class RunningTasks:
         self.ids.clear()
 
 
-def check_exits(session: Session, backend: str, ns: str, clients: int, when: str) -> int:
-    """Every process the workers started had its exit observed; the number started.
+def check_exits(
+    session: Session, backend: str, ns: str, clients: int, when: str, shape: str | None = None
+) -> int:
+    """Every process the clients of ``shape`` started had its exit observed; the number started.
 
     Lost exits and wrong statuses become breaches. What failed calls left
-    behind in ``ns`` is removed by the workers that made it.
+    behind in ``ns`` is removed by the clients that made it.
     """
-    pool = session.pool
+    shape = shape or session.shapes[0]
+    pool = session.pools[shape]
+    when = session.tagged(when, shape)
     previous, pool.backend = pool.backend, backend
     try:
         books: list[ExitLedger] = pool.run(exit_ledger, [ns] * clients)
@@ -118,6 +122,7 @@ def check_exits(session: Session, backend: str, ns: str, clients: int, when: str
     session.outcome.checks.append(
         {
             "backend": backend,
+            "shape": shape,
             "ns": ns,
             "clients": clients,
             "when": when,

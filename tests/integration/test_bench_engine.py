@@ -1,17 +1,24 @@
 """The load engine in one process: open loop without coordinated omission, mixes, percentiles.
 
 Pure and fast: the loop of :mod:`bench.load` runs an operation that
-stalls on purpose, with no daemon and no worker process.
+stalls on purpose, with no daemon and no worker process; and a pool of
+the threads shape (one worker process, no daemon) runs a phase of a call
+that only sleeps.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
+import pytest
+
+from bench import cli
 from bench.histogram import summarize
-from bench.load import LoopPlan, NamedFailure, run_loop
+from bench.load import Load, LoopPlan, NamedFailure, run_loop, run_phase
 from bench.stats import aggregate
-from bench.workers import WorkerContext
+from bench.workers import WorkerContext, WorkerFailed, WorkerPool
 
 
 def _plan(make_op, *, interval_ms: float | None, ops: int) -> LoopPlan:
@@ -108,3 +115,46 @@ def test_open_loop_counts_calls_never_sent_when_the_rate_is_not_kept() -> None:
     # 30 calls were due in the 300 ms window: those not sent are failures, not silence.
     assert sample.errors["NOT_SENT"] + sent in (29, 30, 31)
     assert sample.op_errors["slow"]["NOT_SENT"] == sample.errors["NOT_SENT"]
+
+
+def _whoami(ctx: WorkerContext, params: object) -> tuple[int, int, str, str]:
+    return os.getpid(), threading.get_ident(), ctx.name, ctx.shape
+
+
+def _fail_on_one(ctx: WorkerContext, params: object) -> int:
+    if ctx.index == 1:
+        raise ValueError("client 1 fails")
+    return ctx.index
+
+
+def _napping_op(ctx: WorkerContext, params: object):
+    def op() -> None:
+        time.sleep(0.002)
+
+    return op
+
+
+def test_a_threads_pool_is_one_process_whose_threads_are_the_clients() -> None:
+    with WorkerPool(3, "ipc:///nonexistent", timeout=None, shape="threads") as pool:
+        assert pool.size == 3
+        seen = pool.run(_whoami, [None] * 3)
+        assert len({pid for pid, _, _, _ in seen}) == 1 and seen[0][0] != os.getpid()
+        assert len({thread for _, thread, _, _ in seen}) == 3
+        assert [name for _, _, name, _ in seen] == ["t0", "t1", "t2"]
+        assert {shape for _, _, _, shape in seen} == {"threads"}
+        # Each client keeps its thread (and so its connections) from one job to the next.
+        assert pool.run(_whoami, [None] * 2) == seen[:2]
+        with pytest.raises(WorkerFailed, match="client thread 1"):
+            pool.run(_fail_on_one, [None] * 3)
+        stats = run_phase(pool, "nap", 3, _napping_op, [None] * 3, Load(duration=0.3, warmup=0.05))
+    assert stats.shape == "threads" and stats.to_json()["shape"] == "threads"
+    assert stats.ops > 100 and stats.errors == {} and stats.p50_ms >= 2.0
+
+
+def test_tasks_without_churn_refuses_another_client_shape(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["tasks", "--client-shape", "threads"])
+    assert exit.value.code == 2
+    assert "--client-shape threads applies to the --churn phases only" in capsys.readouterr().err

@@ -138,3 +138,51 @@ def test_tasks_churn_runs_after_the_lifecycle_figures(tmp_path: Path) -> None:
     assert phase["phase"] == "lifecycle" and phase["ops"] == 6
     assert_phase_figures(phase)
     assert churn["checks"][0]["exits_observed"] == 6 and churn["breaches"] == []
+
+
+def _by_shape(report: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The phases by (phase, shape, clients); each key once."""
+    phases = {(p["phase"], p["shape"], p["clients"]): p for p in report["phases"]}
+    assert len(phases) == len(report["phases"]), report["phases"]
+    return phases
+
+
+@needs_runc
+def test_exec_storm_in_both_client_shapes(tmp_path: Path) -> None:
+    report, run = bench(
+        tmp_path, "exec", "--clients", "2", "--duration", "1", "--warmup", "0.2",
+        "--tasks", "1", "--client-shape", "both",
+    )  # fmt: skip
+    assert_clean(report)
+    assert report["config"]["shapes"] == ["processes", "threads"]
+    phases = _by_shape(report)
+    assert set(phases) == {("exec", "processes", 2), ("exec", "threads", 2)}
+    for phase in phases.values():
+        assert_phase_figures(phase)
+    checks = {c["shape"]: c for c in report["correctness"]["checks"]}
+    assert set(checks) == {"processes", "threads"}
+    for check in checks.values():
+        assert check["started"] == check["exits_observed"] > 0 and check["exits_lost"] == 0
+    assert "threads" in run.stdout and "processes" in run.stdout
+
+
+def test_containers_in_both_client_shapes(tmp_path: Path) -> None:
+    report, run = bench(
+        tmp_path, "containers", "--clients", "2", "--ops", "40", "--warmup", "0",
+        "--scale", "0", "--client-shape", "both",
+    )  # fmt: skip
+    assert report["aborted"] is None and report["correctness"]["breach_count"] == 0
+    phases = _by_shape(report)
+    names = ("create", "get", "update", "list-1000", "delete")
+    assert set(phases) == {(n, s, 2) for n in names for s in ("processes", "threads")}
+    for phase in phases.values():
+        assert phase["ops"] > 0 and phase["ops_per_s"] > 0, phase
+        assert phase["error_count"] == 0, phase
+    # Each shape writes its own namespace, checked against its own clients' ledgers.
+    checks = report["correctness"]["checks"]
+    assert {(c["shape"], c["ns"]) for c in checks} == {
+        ("processes", "bench-c2"),
+        ("threads", "bench-c2-threads"),
+    }
+    assert all(c["listed"] == c["expected"] for c in checks), checks
+    assert "threads" in run.stdout
