@@ -9,6 +9,11 @@ Options are split as mount(8) does: the ones naming a flag (``ro``, ``bind``,
 ``rbind``, ``nosuid``, ...) become ``MS_*`` flags, the rest (``lowerdir=...``,
 ``size=...``) the data string. Everything goes through libc's ``mount`` and
 ``umount2`` (no helper processes), and a failure undoes what was done.
+
+The data string must fit in a page. An overlay whose ``lowerdir`` does not
+(an image of more than about 80 layers) is mounted with its layers relative
+to their common directory (:mod:`runtime.overlay_lowerdir`), from a thread
+that changes to that directory: see :func:`_mount_from`.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import errno
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime.overlay_lowerdir import MAX_MOUNT_DATA, compact_lowerdir, data_size
 from wire.errors import FailedPrecondition
 
 __all__ = ["is_mounted", "mount_all", "unmount_all"]
@@ -47,6 +54,7 @@ MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 0x2
+CLONE_FS = 0x200
 _PROPAGATION = MS_UNBINDABLE | MS_PRIVATE | MS_SLAVE | MS_SHARED
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
@@ -95,6 +103,7 @@ _libc.mount.argtypes = [
     ctypes.c_char_p,
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
 
 
 def mount_all(mounts: list[dict[str, Any]], target: Path) -> None:
@@ -152,7 +161,7 @@ def _destination(target: Path, sub: str) -> Path:
     return target.joinpath(*parts)
 
 
-def _parse_options(options: list[str]) -> tuple[int, str]:
+def _parse_options(options: list[str]) -> tuple[int, list[str]]:
     flags = 0
     data: list[str] = []
     for option in options:
@@ -163,23 +172,43 @@ def _parse_options(options: list[str]) -> tuple[int, str]:
             flags &= ~known[1]
         else:
             flags |= known[1]
-    return flags, ",".join(data)
+    return flags, data
 
 
 def _mount_one(m: dict[str, Any], where: Path) -> None:
     fstype = str(m.get("type") or "")
     source = str(m.get("source") or "")
     options = [str(o) for o in m.get("options") or []]
-    flags, data = _parse_options(options)
+    flags, data_options = _parse_options(options)
     if fstype in ("bind", "rbind") and not flags & MS_BIND:
         flags |= MS_BIND | (MS_REC if fstype == "rbind" else 0)
     described = f"mount {fstype or 'none'} {source} on {where} ({','.join(options)})"
+    chdir = ""
+    if fstype == "overlay":
+        chdir, data_options = compact_lowerdir(data_options)
+    size = data_size(data_options)
+    if size > MAX_MOUNT_DATA:
+        # The kernel would cut the data at the page and mount what is left.
+        relative = f" with its lower layers relative to {chdir}" if chdir else ""
+        raise FailedPrecondition(
+            f"{described}: the options are {size} bytes{relative}, over the kernel's "
+            f"limit of {MAX_MOUNT_DATA}"
+        )
+    data = ",".join(data_options)
+    if chdir:  # what is passed, not the pages of absolute paths given
+        described = f"mount overlay from {chdir} on {where} ({data})"
     log.debug("%s", described)
     propagation = flags & _PROPAGATION
     first = flags & ~_PROPAGATION
     # A bind ignores every flag but MS_REC; read-only and the like need a
     # remount of the bind, and propagation a call of its own.
-    _mount(source, where, fstype, first, data, described)
+    if chdir:
+        # overlayfs only displays the source: naming the directory there
+        # tells mountinfo's readers (snapshot_base.mounted_from, people
+        # reading `mount`) what the relative layers are relative to.
+        _mount_from(chdir, chdir, where, fstype, first, data, described)
+    else:
+        _mount(source, where, fstype, first, data, described)
     try:
         if first & MS_BIND and first & ~(MS_BIND | MS_REC | MS_REMOUNT):
             remount = (first & ~MS_REC) | MS_REMOUNT
@@ -203,6 +232,46 @@ def _mount(source: str, where: Path, fstype: str, flags: int, data: str, describ
     if rc != 0:
         err = ctypes.get_errno()
         raise FailedPrecondition(f"{described}: {os.strerror(err)}")
+
+
+def _mount_from(
+    directory: str, source: str, where: Path, fstype: str, flags: int, data: str, described: str
+) -> None:
+    """mount(2) with the relative paths in ``data`` taken from ``directory``.
+
+    The working directory belongs to the process, so a chdir in berthd
+    (threaded: actors, the importer) would move every other thread's
+    relative paths with it. A new thread that unshares ``CLONE_FS`` has a
+    working directory of its own: it changes that, mounts and exits, and
+    its working directory goes with it (containerd's ``mountAt`` does the
+    same on a locked OS thread). This keeps the call in-process, with no
+    fork of a threaded parent and no helper to find, and works on every
+    kernel with multi-lower overlayfs; ``/proc/self/fd/N/...`` paths of a
+    directory fd would cost 16 more bytes a layer (about 170 layers, not
+    overlayfs's 500).
+    """
+    target = Path(os.path.abspath(where))  # resolved here, not from ``directory``
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            if _libc.unshare(CLONE_FS) != 0:
+                err = ctypes.get_errno()
+                raise FailedPrecondition(f"{described}: unshare(CLONE_FS): {os.strerror(err)}")
+            try:
+                os.chdir(directory)
+            except OSError as exc:
+                raise FailedPrecondition(f"{described}: cd {directory}: {exc.strerror}") from None
+            _mount(source, target, fstype, flags, data, described)
+        except BaseException as exc:
+            failed.append(exc)
+
+    # Never a pooled thread: this one's working directory is not the process's.
+    thread = threading.Thread(target=run, name=f"mount:{target}", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _unmount(where: Path) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeAlias
 
 from runtime.durable import fsync_dir
+from runtime.overlay_lowerdir import overlay_layers
 from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = [
@@ -313,9 +314,10 @@ def mounted_from(path: Path) -> str | None:
     """A mount that uses the tree at ``path``, described, or None when none does.
 
     Read from this process's mountinfo: a mount point at or below ``path``,
-    an overlay naming a directory below it in its options, or a bind whose
-    root (the subtree it shows) is at or below it. Best effort on
-    filesystems whose device numbers mountinfo does not show as stat does.
+    an overlay with a layer at or below it (relative lowers read from the
+    directory ``runtime.mounts`` names as the source), or a bind whose root
+    (the subtree it shows) is at or below it. Best effort on filesystems
+    whose device numbers mountinfo does not show as stat does.
     """
     given = os.path.abspath(path)
     real = os.path.realpath(path)
@@ -331,12 +333,14 @@ def mounted_from(path: Path) -> str | None:
     holders = [m for m in table if m[0] == device and below.startswith(m[2].rstrip("/") + "/")]
     relative = None
     if holders:
-        _, root, point, _, _ = max(holders, key=lambda m: len(m[2]))
+        _, root, point, _, _, _ = max(holders, key=lambda m: len(m[2]))
         relative = root.rstrip("/") + real[len(point.rstrip("/")) :]
-    for dev, root, point, fstype, options in table:
+    for dev, root, point, fstype, source, options in table:
         if point == real or point.startswith(below):
             return f"the mount on {point}"
-        if fstype == "overlay" and any(b in options for b in belows):
+        if fstype == "overlay" and any(
+            (layer + "/").startswith(b) for layer in overlay_layers(source, options) for b in belows
+        ):
             return f"the overlay on {point}"
         if (
             relative is not None
@@ -361,18 +365,25 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _mount_table() -> Iterator[tuple[str, str, str, str, str]]:
-    """(major:minor, root, mount point, fstype, super options) of each mount."""
+def _mount_table() -> Iterator[tuple[str, str, str, str, str, str]]:
+    """(major:minor, root, mount point, fstype, source, super options) of each mount."""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.rstrip("\n").split(" ")
             try:
                 dash = fields.index("-", 6)
                 device, root, point = fields[2], fields[3], fields[4]
-                fstype, options = fields[dash + 1], fields[dash + 3]
+                fstype, source, options = fields[dash + 1], fields[dash + 2], fields[dash + 3]
             except (ValueError, IndexError):
                 continue
-            yield device, _unescape(root), _unescape(point), fstype, _unescape(options)
+            yield (
+                device,
+                _unescape(root),
+                _unescape(point),
+                fstype,
+                _unescape(source),
+                _unescape(options),
+            )
 
 
 def _unescape(field: str) -> str:

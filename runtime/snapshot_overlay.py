@@ -11,14 +11,14 @@ same filesystem as ``fs`` as the kernel requires). Nothing is copied:
 - a view on several: ``overlay`` with only ``lowerdir`` (read-only by
   construction, as overlayfs has no upper to write to).
 
-The kernel takes a mount's options in one page (4096 bytes here, including
-the terminating NUL), and the paths are absolute: with ids of a few digits
-under ``/var/lib/berth`` that is about 80 layers. A longer chain is refused
-at prepare (and at mounts) with FailedPrecondition naming the lengths,
-rather than failing later at mount time with a bare EINVAL; containerd
-works around the limit by mounting from a chdir'd helper with relative
-paths, which a threaded daemon calling mount(2) in-process cannot do.
-Overlayfs also stacks at most 500 lower layers.
+The mounts name every layer by its absolute path, as containerd's do: the
+kernel takes a mount's options in one page (4096 bytes here, including the
+terminating NUL), which with ids of a few digits under ``/var/lib/berth``
+holds about 80 layers, so :func:`runtime.mounts.mount_all` mounts a deeper
+chain with its lowers relative to ``snapshots/`` (``lowerdir=123/fs:...``,
+:mod:`runtime.overlay_lowerdir`). A chain too long even so (or deeper than
+overlayfs's 500 lower layers) is refused at prepare (and at mounts) with
+FailedPrecondition naming the lengths, rather than at mount time.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.mounts import mount_all, unmount_all
+from runtime.overlay_lowerdir import MAX_MOUNT_DATA, compact_lowerdir, data_size
 from runtime.snapshot_base import Mount, SnapshotDirs, SnapshotId, bind_mount, temp_dir
 from wire.errors import FailedPrecondition, Unavailable
 
 __all__ = ["OverlaySnapshotter", "check_overlay", "overlay_supported"]
 
 MAX_LOWER_LAYERS = 500  # overlayfs's OVL_MAX_STACK
-_MAX_DATA = os.sysconf("SC_PAGESIZE") - 1  # mount(2) copies one page of options, NUL included
 _UNSAFE = frozenset(",:\n")  # would split the options or the lowerdir list
 
 
@@ -100,12 +100,14 @@ def _overlay_options(sid: str, path: Path, lowers: list[Path], readonly: bool) -
     options = ["lowerdir=" + ":".join(str(p) for p in lowers)]
     if not readonly:
         options += [f"upperdir={path / 'fs'}", f"workdir={path / 'work'}"]
-    data = ",".join(options)
-    if len(data.encode()) > _MAX_DATA:
+    # What mount_all will pass: the lowers relative to snapshots/ when the
+    # absolute ones do not fit.
+    size = data_size(compact_lowerdir(options)[1])
+    if size > MAX_MOUNT_DATA:
         raise FailedPrecondition(
             f'snapshot id "{sid}": the overlay options for {len(lowers)} layers are '
-            f"{len(data.encode())} bytes, over the kernel's limit of {_MAX_DATA}; "
-            "use a shorter root or fewer layers"
+            f"{size} bytes even with the layers relative to their directory, over the "
+            f"kernel's limit of {MAX_MOUNT_DATA}; use fewer layers"
         )
     return options
 

@@ -176,23 +176,87 @@ def test_overlay_mounts_have_containerds_shapes(tmp_path):
         snap.mounts(4, [8], readonly=False)
 
 
-def test_an_overlay_chain_too_long_for_one_page_of_options_is_refused_at_prepare(tmp_path):
+def test_an_overlay_chain_deeper_than_a_page_of_absolute_paths_is_prepared(tmp_path):
+    snap = OverlaySnapshotter(tmp_path / ("a-long-root-" + "x" * 100))
+    chain: list[str] = []
+    for i in range(1, 129):
+        snap.prepare(i, chain)
+        chain.insert(0, str(i))
+    snap.prepare("top", chain)
+    (active,) = snap.mounts("top", chain, readonly=False)
+    assert len(",".join(active["options"])) > 4096, "absolute, as containerd's mounts are"
+    assert active["options"][0] == "lowerdir=" + ":".join(str(fs(snap, i)) for i in chain)
+
+
+def test_an_overlay_chain_too_long_for_a_page_even_relative_is_refused_at_prepare(tmp_path):
     snap = OverlaySnapshotter(tmp_path)
     chain: list[str] = []
-    for i in range(400):
-        sid = f"layer-{i:04d}"
+    for i in range(500):
+        sid = f"a-long-layer-name-{i:04d}"
         try:
             snap.prepare(sid, chain)
         except FailedPrecondition as exc:
             assert "over the kernel's limit" in exc.message and f'"{sid}"' in exc.message
+            assert "relative to their directory" in exc.message
             break
         chain.insert(0, sid)
     else:
         pytest.fail("no chain was refused")
+    assert len(chain) > 100, "refused only once relative paths overflow too"
     assert not snap.exists(sid)
     snap.prepare(sid, chain[:-1])  # shorter fits
     with pytest.raises(FailedPrecondition, match="over the kernel's limit"):
         snap.mounts(sid, chain, readonly=False)
+
+
+def test_mount_all_refuses_options_longer_than_a_page_instead_of_letting_them_be_cut(tmp_path):
+    long = {"type": "tmpfs", "source": "tmpfs", "target": "", "options": ["x" * 5000]}
+    with pytest.raises(FailedPrecondition, match="5000 bytes, over the kernel's limit"):
+        mount_all([long], tmp_path / "mnt")
+    assert not (tmp_path / "mnt").is_mount()
+
+
+def _deep_chain(snap: OverlaySnapshotter, depth: int) -> list[SnapshotId]:
+    """Layers 1..depth, each with a file of its own; nearest first (not committed: no syncfs)."""
+    chain: list[SnapshotId] = []
+    for i in range(1, depth + 1):
+        snap.prepare(i, chain)
+        (fs(snap, i) / f"layer-{i}").write_text(str(i))
+        chain.insert(0, i)
+    return chain
+
+
+def test_a_128_layer_overlay_mounts_from_its_layers_directory_and_they_stay_in_use(overlay, target):
+    chain = _deep_chain(overlay, 128)
+    overlay.prepare("top", chain)
+    cwd = os.getcwd()
+    mount_all(overlay.mounts("top", chain, readonly=False), target)
+    assert os.getcwd() == cwd, "the mount changed only its own thread's directory"
+    assert sorted(os.listdir(target)) == sorted(f"layer-{i}" for i in range(1, 129))
+    (target / "written").write_text("up")
+    assert (fs(overlay, "top") / "written").read_text() == "up"
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    (entry,) = [line for line in mountinfo if f" {target} " in line]
+    assert f" overlay {overlay.snapshots} " in entry and "lowerdir=128/fs:127/fs:" in entry
+
+    # Relative lowers still count as uses: nothing under the mount is removable.
+    for sid in ("top", 128, 64, 1):
+        with pytest.raises(FailedPrecondition, match=f'"{sid}": in use by the overlay'):
+            overlay.remove(sid)
+    unmount_all(target)
+    assert overlay.in_use(1) is None
+    overlay.remove("top")
+
+
+def test_a_128_layer_overlay_view_mounts_read_only(overlay, target):
+    chain = _deep_chain(overlay, 128)
+    overlay.prepare("view", chain, readonly=True)
+    mount_all(overlay.mounts("view", chain, readonly=True), target)
+    assert (target / "layer-1").read_text() == "1" and (target / "layer-128").read_text() == "128"
+    with pytest.raises(OSError) as caught:
+        (target / "c").write_text("no")
+    assert caught.value.errno == errno.EROFS
+    assert overlay.in_use(5) is not None
 
 
 @needs_root
