@@ -32,7 +32,13 @@ import pykka
 
 from actors.image_records import GC_ROOT_LABEL, list_content, list_images
 from actors.metadata import transact
-from actors.snapshot_records import ACTIVE, list_snapshots, namespaces, recorded_ids
+from actors.snapshot_records import (
+    ACTIVE,
+    forget_snapshot,
+    list_snapshots,
+    namespaces,
+    recorded_ids,
+)
 from actors.storage import Storage
 from actors.store import Store, ns_key
 from actors.supervision import SupervisedActor
@@ -119,8 +125,11 @@ def mark_and_forget(
             marked.add(root)
             if reached["parent"]:
                 roots.append(reached["parent"])
+        # An unmarked snapshot's children are unmarked too (a marked one
+        # marks its parent), so forgetting each with its own index entry
+        # leaves no entry under a forgotten parent.
         for key in snapshots.keys() - marked:
-            txn.delete(ns_key(ns, key), db=store.snapshots)
+            forget_snapshot(txn, store, ns, snapshots[key])
             forgotten.append(key)
         for digest, held in list(list_content(txn, store, ns)):
             if digest not in blobs and GC_ROOT_LABEL not in held["labels"]:

@@ -11,6 +11,12 @@ COMMITTED snapshot of the same namespace, or "". A View is an ACTIVE
 snapshot with ``readonly``. Commit moves an ACTIVE snapshot's record to a
 new key as COMMITTED, keeping its id (its directory does not move).
 
+Every function here that writes a record keeps ``snapchildren`` (the
+parent -> children index, :mod:`actors.store`) in step with it, in the
+same transaction: a record with a parent has exactly one entry under it.
+The "has children" checks of Commit, Remove and release read that index,
+so they look at one entry whatever the number of snapshots.
+
 The functions take validated values and run in the metadata actor's write
 transaction, or in any read transaction for the read-only ones.
 """
@@ -22,7 +28,7 @@ from typing import Any
 
 import lmdb
 
-from actors.store import Store, ns_key, ns_prefix
+from actors.store import Store, ns_key, ns_prefix, snapchild_key, snapref_key
 from runtime.snapshot_base import Snapshotter
 from wire.codec import pack, unpack
 from wire.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -35,6 +41,8 @@ __all__ = [
     "check_key",
     "children_of",
     "commit_snapshot",
+    "first_child",
+    "forget_snapshot",
     "get_snapshot",
     "info_of",
     "list_snapshots",
@@ -123,14 +131,50 @@ def list_snapshots(txn: lmdb.Transaction, store: Store, ns: str) -> Iterator[dic
 
 
 def children_of(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> list[str]:
-    """Keys of the snapshots whose parent is ``key``."""
-    return [r["key"] for r in list_snapshots(txn, store, ns) if r["parent"] == key]
+    """Keys of the snapshots whose parent is ``key``, in key order."""
+    prefix = snapchild_key(ns, key, "")
+    return [k[len(prefix) :].decode() for k, _ in store.scan(txn, store.snapchildren, prefix)]
+
+
+def first_child(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> str | None:
+    """The first (in key order) snapshot whose parent is ``key``, or None: one index entry read."""
+    prefix = snapchild_key(ns, key, "")
+    for k, _ in store.scan(txn, store.snapchildren, prefix):
+        return k[len(prefix) :].decode()
+    return None
 
 
 def users_of(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> list[str]:
     """Ids of the containers whose ``rootfs`` is ``key``."""
-    prefix = f"{ns}\x00{key}\x00".encode()
+    prefix = snapref_key(ns, key, "")
     return [k[len(prefix) :].decode() for k, _ in store.scan(txn, store.snaprefs, prefix)]
+
+
+def _index(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any]) -> None:
+    """Enter ``record`` under its parent in ``snapchildren`` (a base snapshot has no entry)."""
+    if not record["parent"]:
+        return
+    key = snapchild_key(ns, record["parent"], record["key"])
+    limit = store.env.max_key_size()
+    if len(key) > limit:
+        # LMDB's own limit; refused here by name rather than as an internal error.
+        raise InvalidArgument(
+            f'snapshot "{record["key"]}": it and its parent "{record["parent"]}" are too long '
+            f"to index ({len(key)} bytes with the namespace, at most {limit})"
+        )
+    txn.put(key, b"", db=store.snapchildren)
+
+
+def _unindex(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any]) -> None:
+    """Take ``record``'s entry under its parent out of ``snapchildren``."""
+    if record["parent"]:
+        txn.delete(snapchild_key(ns, record["parent"], record["key"]), db=store.snapchildren)
+
+
+def forget_snapshot(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any]) -> None:
+    """Delete ``record`` and its index entry, checking nothing (for callers that did)."""
+    txn.delete(ns_key(ns, record["key"]), db=store.snapshots)
+    _unindex(txn, store, ns, record)
 
 
 def add_snapshot(
@@ -153,6 +197,7 @@ def add_snapshot(
     full = {**record, "created_at": stamp, "updated_at": stamp}
     packed = pack(full)
     txn.put(ns_key(ns, key), packed, db=store.snapshots)
+    _index(txn, store, ns, full)
     txn.put(ns.encode(), pack({"created_at": stamp}), db=store.namespaces, overwrite=False)
     return packed
 
@@ -168,11 +213,14 @@ def commit_snapshot(
         raise AlreadyExists(f'snapshot "{name}": already exists')
     if users := users_of(txn, store, ns, key):
         raise FailedPrecondition(f'snapshot "{key}": used by container "{users[0]}"')
-    if children_of(txn, store, ns, key):
-        raise FailedPrecondition(f'snapshot "{key}": has children')
+    if (child := first_child(txn, store, ns, key)) is not None:
+        raise FailedPrecondition(f'snapshot "{key}": has children ("{child}")')
     committed = {**record, "key": name, "kind": COMMITTED, "updated_at": stamp}
-    txn.delete(ns_key(ns, key), db=store.snapshots)
+    # ACTIVE -> COMMITTED under a new key: it has no children (refused above),
+    # so only its own entry under its parent is renamed.
+    forget_snapshot(txn, store, ns, record)
     txn.put(ns_key(ns, name), pack(committed), db=store.snapshots)
+    _index(txn, store, ns, committed)
     return committed
 
 
@@ -181,9 +229,9 @@ def remove_snapshot(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> d
     record = get_snapshot(txn, store, ns, key)
     if users := users_of(txn, store, ns, key):
         raise FailedPrecondition(f'snapshot "{key}": used by container "{users[0]}"')
-    if children := children_of(txn, store, ns, key):
-        raise FailedPrecondition(f'snapshot "{key}": has children ("{children[0]}")')
-    txn.delete(ns_key(ns, key), db=store.snapshots)
+    if (child := first_child(txn, store, ns, key)) is not None:
+        raise FailedPrecondition(f'snapshot "{key}": has children ("{child}")')
+    forget_snapshot(txn, store, ns, record)
     return record
 
 
@@ -199,7 +247,7 @@ def release_snapshot(txn: lmdb.Transaction, store: Store, ns: str, key: str) -> 
     record = unpack(bytes(raw))
     if record["kind"] != ACTIVE or users_of(txn, store, ns, key):
         return False
-    if children_of(txn, store, ns, key):
+    if first_child(txn, store, ns, key) is not None:
         return False
-    txn.delete(ns_key(ns, key), db=store.snapshots)
+    forget_snapshot(txn, store, ns, record)
     return True

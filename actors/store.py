@@ -2,7 +2,7 @@
 
 Layout of ``<root>/meta`` (one LMDB environment, named databases)::
 
-    schema       b"version"            -> b"2"          schema of everything below
+    schema       b"version"            -> b"3"          schema of everything below
     namespaces   <ns>                  -> msgpack {"created_at": Timestamp}
     containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
     tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
@@ -10,17 +10,27 @@ Layout of ``<root>/meta`` (one LMDB environment, named databases)::
                  b"snapshotter"        -> b"<name>"     the snapshotter the snapshots belong to
     snapshots    <ns> 0x00 <key>       -> msgpack snapshot record (actors.snapshot_records)
     snaprefs     <ns> 0x00 <key> 0x00 <container id> -> b""   containers' rootfs references
+    snapchildren <ns> 0x00 <parent key> 0x00 <child key> -> b""   snapshots' parents, reversed
     images       <ns> 0x00 <name>      -> msgpack Image, as on the wire
     content      <ns> 0x00 <digest>    -> msgpack {"labels", "created_at"}: the namespace holds it
 
 Snapshot keys and image names may hold any character but 0x00 (refused
 where they enter). ``snaprefs`` is the reverse index of each container's
 ``rootfs``, kept in the same transaction as the container, so "is this
-snapshot used by a container" is one prefix scan. A content blob is stored
-once (``runtime.content``); ``content`` says which namespaces hold it.
+snapshot used by a container" is one prefix scan. ``snapchildren`` is the
+reverse index of each snapshot record's ``parent``, kept in the same
+transaction as the record by every write of ``snapshots`` (add, commit,
+remove, release, the collector's forgetting), so "has this snapshot
+children" is one cursor step and Remove, Commit and a container's delete
+cost the same with a hundred snapshots as with a hundred thousand. The
+keys and prefixes of both indexes come from :func:`snapref_key` and
+:func:`snapchild_key`. A content blob is stored once (``runtime.content``);
+``content`` says which namespaces hold it.
 
 Schema history: version 2 added ``snapshots``, ``snaprefs``, ``images`` and
 ``content``; its migration fills ``snaprefs`` from the stored containers.
+Version 3 added ``snapchildren``; its migration fills it from the stored
+snapshot records.
 
 Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
 namespace and nothing else, and keys sort by namespace, then id.
@@ -55,6 +65,7 @@ __all__ = [
     "StoreError",
     "ns_key",
     "ns_prefix",
+    "snapchild_key",
     "snapref_key",
 ]
 
@@ -64,7 +75,7 @@ SNAPSHOTTER_KEY = b"snapshotter"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _DEFAULT_MAP_SIZE = 64 * 1024**3  # virtual: the file grows only as data is written
 
 
@@ -83,8 +94,20 @@ def ns_prefix(ns: str) -> bytes:
 
 
 def snapref_key(ns: str, key: str, container_id: str) -> bytes:
-    """The ``snaprefs`` key recording that ``container_id`` uses snapshot ``key``."""
+    """The ``snaprefs`` key recording that ``container_id`` uses snapshot ``key``.
+
+    With ``container_id`` "" it is the prefix that selects every user of ``key``.
+    """
     return f"{ns}\x00{key}\x00{container_id}".encode()
+
+
+def snapchild_key(ns: str, parent: str, child: str) -> bytes:
+    """The ``snapchildren`` key recording that snapshot ``child``'s parent is ``parent``.
+
+    With ``child`` "" it is the prefix that selects every child of ``parent``
+    (a child's key is never empty).
+    """
+    return f"{ns}\x00{parent}\x00{child}".encode()
 
 
 def _add_snaprefs(store: Store, txn: lmdb.Transaction) -> None:
@@ -96,9 +119,29 @@ def _add_snaprefs(store: Store, txn: lmdb.Transaction) -> None:
             txn.put(snapref_key(ns, container["rootfs"], container["id"]), b"", db=store.snaprefs)
 
 
+def _add_snapchildren(store: Store, txn: lmdb.Transaction) -> None:
+    limit = store.env.max_key_size()
+    for raw_key, raw in txn.cursor(db=store.snapshots):
+        record = unpack(bytes(raw))
+        if not record["parent"]:
+            continue
+        ns = bytes(raw_key).split(b"\x00", 1)[0].decode()
+        key = snapchild_key(ns, record["parent"], record["key"])
+        if len(key) > limit:
+            # Refusing to start beats an index that misses a child: Remove
+            # would then take a parent from under it. The old berth still
+            # opens this store (the version is not bumped).
+            raise StoreError(
+                f'metadata store {store.path}: snapshot "{record["key"]}" of namespace '
+                f'"{ns}": it and its parent "{record["parent"]}" are too long to index '
+                f"({len(key)} bytes, at most {limit}); remove it with the previous berth"
+            )
+        txn.put(key, b"", db=store.snapchildren)
+
+
 # Each migration takes the environment from version N-1 to N inside one
 # write transaction.
-_MIGRATIONS: dict[int, Any] = {2: _add_snaprefs}
+_MIGRATIONS: dict[int, Any] = {2: _add_snaprefs, 3: _add_snapchildren}
 
 
 class Store:
@@ -126,9 +169,14 @@ class Store:
         self.counters = self.env.open_db(b"counters")
         self.snapshots = self.env.open_db(b"snapshots")
         self.snaprefs = self.env.open_db(b"snaprefs")
+        self.snapchildren = self.env.open_db(b"snapchildren")
         self.images = self.env.open_db(b"images")
         self.content = self.env.open_db(b"content")
-        self._check_schema()
+        try:
+            self._check_schema()
+        except BaseException:
+            self.env.close()  # one environment per path per process: let a retry reopen it
+            raise
 
     def _check_schema(self) -> None:
         with self.env.begin(write=True, db=self.schema) as txn:
