@@ -152,8 +152,9 @@ def _raise_runc_error(log: str, command: list[str], subcommand: str, status: int
 class ForkingRunc(Runc):
     """A :class:`~runtime.runc.Runc` whose commands cost the shim little memory.
 
-    Commands with real Python work around them (exec, ps, state, checkpoint,
-    restore) run in a short-lived child. The ones on the lifecycle's path
+    Commands with real Python work around them (ps, state, checkpoint,
+    restore, an exec with a terminal) run in a short-lived child; an exec
+    without one is spawned and finished by the loop (:mod:`runtime.shim.execs`). The ones on the lifecycle's path
     (create, start, kill, delete, pause, resume) are spawned directly with
     ``posix_spawn`` and waited on with a pidfd: a few C calls, which touch
     almost none of the shim's shared pages, and no helper fork (about 3 ms
@@ -164,6 +165,28 @@ class ForkingRunc(Runc):
     _resolved: str | None = None
 
     def _command(self, args: list[str], stdio: tuple[int, int, int] | None = None) -> None:
+        log = f"{self.log_dir or '/tmp'}/runc-{os.getpid()}.log"
+        pid, argv = self.spawn(args, log, stdio)
+        pidfd = os.pidfd_open(pid)
+        try:
+            if not select.select([pidfd], [], [], self.timeout)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                _unlink(log)
+                raise RuncError(f"runc {args[0]} timed out", command=argv)
+        finally:
+            os.close(pidfd)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        self.check_exit(argv, log, status)
+
+    def spawn(
+        self, args: list[str], log: str, stdio: tuple[int, int, int] | None = None
+    ) -> tuple[int, list[str]]:
+        """Start ``runc <args>`` without waiting for it: ``(pid, argv)``.
+
+        ``log`` is runc's JSON log, which :meth:`check_exit` reads and removes;
+        the caller reaps the pid and passes its exit status there.
+        """
         if self._resolved is None:
             # The daemon passes an absolute path (see TaskRuntime.shim_config);
             # a bare name is looked up in a child, away from shared pages.
@@ -173,29 +196,24 @@ class ForkingRunc(Runc):
                 self._resolved = call_in_child(shutil.which, self.binary)
             if self._resolved is None or not os.access(self._resolved, os.X_OK):
                 raise Unavailable(f'runtime binary "{self.binary}" not found')
-        log = f"{self.log_dir or '/tmp'}/runc-{os.getpid()}.log"
         _unlink(log)  # runc appends to its log
         argv = [self._resolved, "--root", str(self.root), "--log", log, "--log-format", "json"]
         argv += args
-        # The container's init inherits stdio as its 0, 1, 2 (create).
+        # The new process inherits stdio as its 0, 1, 2 (create, exec).
         actions = (
             [(os.POSIX_SPAWN_DUP2, fd, to) for to, fd in enumerate(stdio) if fd != to]
             if stdio
             else []
         )
         pid = os.posix_spawn(self._resolved, argv, os.environ, file_actions=actions)
-        pidfd = os.pidfd_open(pid)
-        try:
-            if not select.select([pidfd], [], [], self.timeout)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise RuncError(f"runc {args[0]} timed out", command=argv)
-        finally:
-            os.close(pidfd)
-        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        return pid, argv
+
+    def check_exit(self, argv: list[str], log: str, status: int) -> None:
+        """Raise runc's error for a command that exited ``status`` (if not 0); remove its log."""
         try:
             if status != 0:
-                call_in_child(_raise_runc_error, log, argv, args[0], status)
+                # argv is [runc, --root, R, --log, L, --log-format, json, subcommand, ...]
+                call_in_child(_raise_runc_error, log, argv, argv[7], status)
         finally:
             _unlink(log)
 

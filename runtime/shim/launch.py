@@ -31,7 +31,7 @@ from runtime.shim.process import Process
 from runtime.shim.streams import ConsoleSocket, Copier
 from runtime.stdio import StdioFds, open_stdio
 
-__all__ = ["ProcessIO", "fd_closer", "launch", "socket_path"]
+__all__ = ["PlainStdio", "ProcessIO", "fd_closer", "launch", "socket_path"]
 
 # The longest path a unix socket address holds (sun_path, with its NUL).
 _SUN_PATH_MAX = 107
@@ -101,29 +101,67 @@ def launch(
     ``console_socket`` is where a terminal's console socket is made. On
     failure the caller releases ``process``, which closes what was opened.
     """
-    stdio = open_stdio(stdin, stdout, stderr, owner=name)
-    process.closers.append(stdio.close)
     if terminal:
+        stdio = open_stdio(stdin, stdout, stderr, owner=name)
+        process.closers.append(stdio.close)
         return _launch_terminal(process, run, stdio, name=name, console_socket=console_socket)
-    if not _is_fifo(stdio.stdin):
-        return run(ProcessIO(stdio.stdin, stdio.stdout, stdio.stderr, None))
-    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    close_pipe = fd_closer(write_end)
-    process.closers.append(close_pipe)
+    wiring = PlainStdio(process, stdin, stdout, stderr, name=name)
     try:
-        pid = run(ProcessIO(read_end, stdio.stdout, stdio.stderr, None))
+        pid = run(wiring.io)
     finally:
-        os.close(read_end)  # the container holds its own copy now
-    copier = Copier(stdio.stdin, write_end, name=f"{name} stdin", on_eof=close_pipe)
-    process.copiers.append(copier)
-
-    def close_stdin() -> None:
-        copier.drain(_STDIN_FLUSH)
-        copier.stop()
-        close_pipe()
-
-    process.close_stdin = close_stdin
+        wiring.spawned()
+    wiring.started()
     return pid
+
+
+class PlainStdio:
+    """A process's stdio without a terminal, in the steps an asynchronous start needs.
+
+    Opening it (the constructor) gives :attr:`io` for runc; :meth:`spawned`
+    closes the shim's copy of what runc's child inherited, once the child
+    exists (or failed to); :meth:`started` sets up the stdin copy when the
+    process runs. Everything kept is registered on ``process``.
+    """
+
+    def __init__(self, process: Process, stdin: str, stdout: str, stderr: str, *, name: str):
+        self.process = process
+        self.name = name
+        stdio = open_stdio(stdin, stdout, stderr, owner=name)
+        process.closers.append(stdio.close)
+        self.stdio = stdio
+        self._read_end: int | None = None
+        self._write_end: int | None = None
+        if not _is_fifo(stdio.stdin):
+            self.io = ProcessIO(stdio.stdin, stdio.stdout, stdio.stderr, None)
+            return
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        self._read_end, self._write_end = read_end, write_end
+        self._close_pipe = fd_closer(write_end)
+        process.closers.append(self._close_pipe)
+        self.io = ProcessIO(read_end, stdio.stdout, stdio.stderr, None)
+
+    def spawned(self) -> None:
+        """runc has its copy of the pipe's read end (or failed): close ours."""
+        if self._read_end is not None:
+            os.close(self._read_end)
+            self._read_end = None
+
+    def started(self) -> None:
+        """The process runs: copy the stdin FIFO into its pipe."""
+        if self._write_end is None:
+            return
+        close_pipe = self._close_pipe
+        copier = Copier(
+            self.stdio.stdin, self._write_end, name=f"{self.name} stdin", on_eof=close_pipe
+        )
+        self.process.copiers.append(copier)
+
+        def close_stdin() -> None:
+            copier.drain(_STDIN_FLUSH)
+            copier.stop()
+            close_pipe()
+
+        self.process.close_stdin = close_stdin
 
 
 def _launch_terminal(

@@ -47,8 +47,8 @@ def exit_status_of(wait_status: int) -> int:
 def reap_children() -> list[tuple[int, int, int]]:
     """Reap every child that has exited: ``(pid, exit_status, exited_at_ns)`` each.
 
-    Called only from the shim's loop, between requests, so it never takes the
-    exit of a ``runc`` subprocess that a request is waiting for.
+    Called only from the shim's loop (``Task.reap``), between requests, so it
+    never takes the exit of a ``runc`` subprocess that a request waits for.
     """
     reaped: list[tuple[int, int, int]] = []
     while True:
@@ -167,13 +167,8 @@ class ProcessTable:
         process = init if init is not None and pid in (0, init.pid) else self.execs.get(pid)
         return None if process is None or process.exited else process
 
-    def reap(self) -> None:
-        """Reap exited children; record and report those that are the task's."""
-        for pid, exit_status, exited_at_ns in reap_children():
-            self.on_exit(pid, exit_status, exited_at_ns)
-
     def on_exit(self, pid: int, exit_status: int, exited_at_ns: int) -> None:
-        """One reaped child: file, fsync, then event; pids not in the table are dropped."""
+        """One reaped child: file and fsync (the init's), then event; unknown pids are dropped."""
         process = self.execs.get(pid)
         if process is None and self.init is not None and self.init.pid == pid:
             process = self.init
@@ -183,8 +178,12 @@ class ProcessTable:
         for copier in process.copiers:
             copier.drain(DRAIN_AT_EXIT)
         process.exit_status, process.exited_at_ns = exit_status, exited_at_ns
-        # The file first: a daemon that misses the event finds the exit here.
-        self.exits.append(pid, exit_status, exited_at_ns)
+        if process is self.init:
+            # The file first: a daemon that misses the event finds the exit
+            # here. Only the init's: a restarted daemon replays no exec's
+            # exit (docs/protocol.md), and an exec storm would grow the file
+            # (in /run, memory) and pay an fsync per exec.
+            self.exits.append(pid, exit_status, exited_at_ns)
         self._publish(
             {
                 "namespace": self.namespace,

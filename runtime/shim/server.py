@@ -24,8 +24,11 @@ Sockets (the framing and the event datagrams: :mod:`runtime.shim.protocol`):
 The loop (``select.poll``, one thread, no zmq) polls the listener, the
 connections, a SIGCHLD wake-up pipe, the stdio copies and, while the daemon's
 queue is full, the event socket. It reaps children at the top of each turn
-and before each request, never while a runc command runs, so it cannot take
-the exit status runc's caller waits for. A reply to ``delete`` (or to a
+and before each request, never while a runc command it waits for runs, so
+it cannot take the exit status that wait is for. An exec without a terminal
+is not waited for: its runc is spawned, reaped like any child, and the
+request answered then (:mod:`runtime.shim.execs`); until then that
+connection's further requests wait, so replies stay in order on each. A reply to ``delete`` (or to a
 failed ``create``) is sent after task_dir is gone, and then the shim exits.
 """
 
@@ -42,6 +45,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from typing import Any, NoReturn
 
 import msgpack
@@ -52,6 +56,7 @@ from runtime.runc import RuncError
 from runtime.shim import lines
 from runtime.shim.config import ShimConfig
 from runtime.shim.events import EventSender
+from runtime.shim.execs import PendingExec
 from runtime.shim.helper import ForkingRunc
 from runtime.shim.oom import OomWatch
 from runtime.shim.protocol import SHIM_SOCKET, FrameBuffer, frame
@@ -205,6 +210,11 @@ class ShimServer:
         self.listener.listen(_BACKLOG)
         # fd -> (connection, what it sent that is not a whole request yet)
         self.connections: dict[int, tuple[socket.socket, FrameBuffer]] = {}
+        # runc pid of an exec under way -> (connection fd or -1, request seq)
+        self._deferred: dict[int, tuple[int, Any]] = {}
+        self._deferred_fds: set[int] = set()
+        self._resume: set[int] = set()  # connections whose exec was answered
+        self._last_seq: Any = None
         self.events = EventSender(self.config.events_address)
         self._oom: OomWatch | None = None
         self._oom_tried = False
@@ -217,7 +227,8 @@ class ShimServer:
             poller.register(listener, select.POLLIN)
             poller.register(self._wake_r, select.POLLIN)
             for fd in self.connections:
-                poller.register(fd, select.POLLIN)
+                if fd not in self._deferred_fds:  # one request at a time per connection
+                    poller.register(fd, select.POLLIN)
             wanted: dict[int, int] = {}
             copiers = [c for p in self.task.table.all() for c in p.copiers]
             for copier in copiers:
@@ -235,7 +246,12 @@ class ShimServer:
             retry = self.events.retry_after()
             if retry is not None:
                 timeout = min(timeout, int(retry * 1000) + 1)
+            deadline = self.task.next_deadline()
+            if deadline is not None:
+                timeout = max(0, min(timeout, int((deadline - time.monotonic()) * 1000) + 1))
             ready = dict(poller.poll(timeout))
+            if deadline is not None:
+                self.task.expire_pending(time.monotonic())
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):
@@ -243,7 +259,7 @@ class ShimServer:
             # Before reaping: the OOM event goes out ahead of the EXIT it caused.
             if oom is not None and oom.fd in ready:
                 self._oom_seen(oom)
-            self.task.table.reap()
+            self.task.reap()
             for copier in copiers:
                 for fd in (copier.src, copier.dst):
                     if fd in ready:
@@ -253,6 +269,39 @@ class ShimServer:
                 self._read_requests(fd)
             if listener in ready:
                 self._accept()
+            self._settle()
+        self._abandon_pending()
+
+    def _settle(self) -> None:
+        """Answer the execs that finished, then what their connections sent behind them."""
+        while True:
+            completed, self.task.completed = self.task.completed, []
+            for pending, outcome in completed:
+                fd, seq = self._deferred.pop(pending.runc_pid)
+                self._deferred_fds.discard(fd)
+                if isinstance(outcome, BaseException):
+                    reply = self._error_reply(seq, "exec", outcome)
+                else:
+                    reply = {"seq": seq, "ok": {"pid": outcome}}
+                if fd in self.connections and self._send(fd, reply):
+                    self._resume.add(fd)
+            if not self._resume:
+                return
+            fd = self._resume.pop()
+            if fd in self.connections:
+                self._process_buffer(fd)
+
+    def _abandon_pending(self) -> None:
+        """The shim is exiting: execs still starting get an error, their runc is killed."""
+        for runc_pid, (fd, seq) in list(self._deferred.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runc_pid, signal.SIGKILL)
+            message = f"shim {self.config.name}: exiting"
+            if fd in self.connections:
+                self._send(fd, _error(seq, "UNAVAILABLE", message))
+        self._deferred.clear()
+        self._deferred_fds.clear()
+        self._resume.clear()
 
     def _oom_watch(self) -> OomWatch | None:
         init = self.task.init
@@ -317,7 +366,12 @@ class ShimServer:
             self._drop(fd)
             return
         buffer.feed(data)
-        while fd in self.connections:
+        self._process_buffer(fd)
+
+    def _process_buffer(self, fd: int) -> None:
+        """Answer the whole requests a connection has sent, until one is deferred."""
+        _, buffer = self.connections[fd]
+        while fd in self.connections and fd not in self._deferred_fds:
             try:
                 payload = buffer.next()
             except ValueError as exc:
@@ -330,21 +384,40 @@ class ShimServer:
                 message = f"shim {self.config.name}: exiting"
                 reply = _error(_seq_of(payload), "UNAVAILABLE", message)
             else:
-                reply = self.handle(payload)
+                outcome = self.handle(payload)
+                if isinstance(outcome, PendingExec):
+                    # Answered when its runc is reaped (_settle).
+                    self._deferred[outcome.runc_pid] = (fd, self._last_seq)
+                    self._deferred_fds.add(fd)
+                    return
+                reply = outcome
                 if self.task.finished and self.task.remove_task_dir:
                     self._remove_task_dir()
-            try:
-                connection.sendall(frame(reply), socket.MSG_NOSIGNAL)
-            except OSError as exc:
-                log.warning("shim %s: reply not sent: %s", self.config.name, exc)
-                self._drop(fd)
+            self._send(fd, reply)
+
+    def _send(self, fd: int, reply: dict[str, Any]) -> bool:
+        """Send one reply; a connection that cannot take it is dropped."""
+        connection, _ = self.connections[fd]
+        try:
+            connection.sendall(frame(reply), socket.MSG_NOSIGNAL)
+        except OSError as exc:
+            log.warning("shim %s: reply not sent: %s", self.config.name, exc)
+            self._drop(fd)
+            return False
+        return True
 
     def _drop(self, fd: int) -> None:
         connection, _ = self.connections.pop(fd)
         connection.close()
+        # An exec still starting for it runs on; its answer has nowhere to go.
+        for runc_pid, (owner, _seq) in list(self._deferred.items()):
+            if owner == fd:
+                self._deferred[runc_pid] = (-1, _seq)
+        self._deferred_fds.discard(fd)
+        self._resume.discard(fd)
 
-    def handle(self, payload: bytes) -> dict[str, Any]:
-        """One request payload -> its reply map."""
+    def handle(self, payload: bytes) -> dict[str, Any] | PendingExec:
+        """One request payload -> its reply map, or the exec that will answer it later."""
         try:
             request = msgpack.unpackb(payload, raw=False)
         except Exception:
@@ -357,22 +430,29 @@ class ShimServer:
             return _error(seq, "UNIMPLEMENTED", f"shim: unknown op {op!r}")
         args = {key: value for key, value in request.items() if key not in ("op", "seq")}
         method = getattr(self.task, OPS[op])
-        self.task.table.reap()
+        self.task.reap()
+        self._last_seq = seq
         try:
-            return {"seq": seq, "ok": method(**args)}
+            result = method(**args)
         except TypeError as exc:
             # Raised by the call itself (no deeper frame): the fields do not fit.
             if exc.__traceback__ is not None and exc.__traceback__.tb_next is None:
                 return _error(seq, "INVALID_ARGUMENT", f"shim {op}: {exc}")
-            log.exception("shim %s: %s failed", self.config.name, op)
-            return _error(seq, "INTERNAL", f"internal error: {type(exc).__name__}")
-        except RuncError as exc:
-            return _error(seq, "FAILED_PRECONDITION", exc.message)
-        except BerthError as exc:
-            return {"seq": seq, "error": to_wire(exc)}
+            return self._error_reply(seq, op, exc)
         except Exception as exc:
-            log.exception("shim %s: %s failed", self.config.name, op)
-            return _error(seq, "INTERNAL", f"internal error: {type(exc).__name__}")
+            return self._error_reply(seq, op, exc)
+        if isinstance(result, PendingExec):
+            return result
+        return {"seq": seq, "ok": result}
+
+    def _error_reply(self, seq: Any, op: str, exc: BaseException) -> dict[str, Any]:
+        """The reply for ``op`` failing with ``exc``: runc's and berth's errors by code."""
+        if isinstance(exc, RuncError):
+            return _error(seq, "FAILED_PRECONDITION", exc.message)
+        if isinstance(exc, BerthError):
+            return {"seq": seq, "error": to_wire(exc)}
+        log.error("shim %s: %s failed", self.config.name, op, exc_info=exc)
+        return _error(seq, "INTERNAL", f"internal error: {type(exc).__name__}")
 
     def _remove_task_dir(self) -> None:
         try:

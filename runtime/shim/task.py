@@ -2,8 +2,10 @@
 
 Plain code, no sockets: :mod:`runtime.shim.server` decodes a request, calls
 the method of the same name with the request's fields and sends back what
-it returns or the error it raises. The server reaps (``task.table.reap()``)
-before each request and on every SIGCHLD, never while a runc command runs.
+it returns or the error it raises. The server reaps (:meth:`Task.reap`)
+before each request and on every SIGCHLD, never while a runc command it
+waits for runs. An exec without a terminal is only spawned: the server
+answers it once its runc is reaped (:mod:`runtime.shim.execs`).
 
 States, as the shim sees them::
 
@@ -32,8 +34,10 @@ from runtime.mounts import mount_all, unmount_all
 from runtime.runc import Runc, RuncError
 from runtime.runc_cleanup import remove_stopped
 from runtime.shim.config import ShimConfig
-from runtime.shim.launch import ProcessIO, launch, socket_path
-from runtime.shim.process import Event, ExitLog, Process, ProcessTable
+from runtime.shim.execs import PendingExec, spawn_exec
+from runtime.shim.helper import ForkingRunc
+from runtime.shim.launch import PlainStdio, ProcessIO, launch, socket_path
+from runtime.shim.process import Event, ExitLog, Process, ProcessTable, reap_children
 from runtime.shim.streams import set_winsize
 from runtime.spec import load_process
 from wire.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -63,6 +67,9 @@ class Task:
         self.started = False
         self._mounted = False
         self._exec_ids = itertools.count(1)
+        # runc pid -> exec being started (runtime.shim.execs)
+        self.pending: dict[int, PendingExec] = {}
+        self.completed: list[tuple[PendingExec, int | BaseException]] = []
         # Set by delete, a failed create and shutdown: the server replies, then exits.
         self.finished = False
         # Whether the server removes task_dir before replying (not on shutdown).
@@ -134,7 +141,7 @@ class Task:
             if status == "STOPPED":
                 # runc saw the init gone before our SIGCHLD turn: reap it now,
                 # so STOPPED always comes with its exit status.
-                self.table.reap()
+                self.reap()
         if init.exited:
             status = "STOPPED"
         return {
@@ -168,14 +175,20 @@ class Task:
 
     def exec(
         self, process: bytes, stdin: str, stdout: str, stderr: str, terminal: bool
-    ) -> dict[str, Any]:
-        """``runc exec --detach`` of an OCI Process (JSON) -> ``{pid}``."""
+    ) -> dict[str, Any] | PendingExec:
+        """``runc exec --detach`` of an OCI Process (JSON) -> ``{pid}``.
+
+        Without a terminal the exec is only started: the server answers when
+        the :class:`PendingExec` it returns is finished (see :meth:`reap`).
+        """
         init = self._require_init()
         if not self.started or init.exited:
             raise FailedPrecondition(f"task {self.name}: not running")
         spec = load_process(process, owner=f"task {self.name}")
         exec_id = next(self._exec_ids)
         record = Process(pid=0, exec_id=exec_id)
+        if not terminal and isinstance(self.runc, ForkingRunc):
+            return self._spawn_exec(spec, record, stdin, stdout, stderr)
         pid_file = self.config.task_dir / f"exec-{exec_id}.pid"
 
         def run(io: ProcessIO) -> int:
@@ -190,6 +203,55 @@ class Task:
             pid_file.unlink(missing_ok=True)
         self.table.execs[record.pid] = record
         return {"pid": record.pid}
+
+    def _spawn_exec(
+        self, spec: dict[str, Any], record: Process, stdin: str, stdout: str, stderr: str
+    ) -> PendingExec:
+        assert isinstance(self.runc, ForkingRunc)
+        try:
+            wiring = PlainStdio(record, stdin, stdout, stderr, name=self._label(record))
+            pending = spawn_exec(
+                self.runc, self.config.id, spec, record, wiring, self.config.task_dir
+            )
+        except BaseException:
+            record.release()
+            raise
+        self.pending[pending.runc_pid] = pending
+        return pending
+
+    def reap(self) -> None:
+        """Reap exited children: finish the execs whose runc exited, then record exits.
+
+        Each finished exec goes to :attr:`completed` with its new pid, or
+        the error that ended it, for the server to answer.
+        """
+        finished = self.completed
+        exits = []
+        for pid, status, exited_at_ns in reap_children():
+            pending = self.pending.pop(pid, None)
+            if pending is None:
+                exits.append((pid, status, exited_at_ns))
+                continue
+            # Before the other exits of this reaping: the exec's own process
+            # may be among them, and must be in the table by then.
+            try:
+                new_pid = pending.finish(status)
+            except BaseException as exc:
+                finished.append((pending, exc))
+                continue
+            self.table.execs[new_pid] = pending.record
+            finished.append((pending, new_pid))
+        for pid, status, exited_at_ns in exits:
+            self.table.on_exit(pid, status, exited_at_ns)
+
+    def next_deadline(self) -> float | None:
+        """When the oldest exec under way times out (monotonic), if any is."""
+        return min((p.deadline for p in self.pending.values()), default=None)
+
+    def expire_pending(self, now: float) -> None:
+        """Kill the runc of every exec past its deadline."""
+        for pending in self.pending.values():
+            pending.expire(now)
 
     def pty(self, pid: int, width: int, height: int) -> dict[str, Any]:
         """Resize the pty of the init (``pid`` 0) or an exec -> ``{}``."""
@@ -372,7 +434,7 @@ class Task:
                 os.kill(init.pid, signals.SIGKILL)
         deadline = time.monotonic() + _KILL_WAIT
         while not init.exited and time.monotonic() < deadline:
-            self.table.reap()
+            self.reap()
             if not init.exited:
                 time.sleep(0.005)
         if not init.exited:

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -216,14 +217,17 @@ def spawn(base: Path, zygote: ZygoteClient, events: Events) -> Iterator[Callable
     shims: list[Shim] = []
 
     def spawn_shim(
-        id: str | None = None, zygote_client: ZygoteClient = zygote, ns: str = NS
+        id: str | None = None,
+        zygote_client: ZygoteClient = zygote,
+        ns: str = NS,
+        runc_binary: str = "runc",
     ) -> Shim:
         id = id or unique_id("shim")
         config = ShimConfig(
             namespace=ns,
             id=id,
             task_dir=base / "tasks" / ns / id,
-            runc_binary="runc",
+            runc_binary=runc_binary,
             runc_root=base / "runc" / ns,
             events_address=f"ipc://{base}/events.sock",
         )
@@ -384,6 +388,78 @@ def test_exec_reports_its_own_exit_and_a_missing_binary_is_a_failed_precondition
         shim.client.call("delete")  # still running
     shim.client.call("kill", signal=9, all=False, pid=0)
     assert events.wait(init)["exit_status"] == 137
+
+
+def gated_runc(directory: Path, gate: Path) -> Path:
+    """A ``runc`` whose ``exec`` waits until ``gate`` exists, then runs the real one."""
+    real = shutil.which("runc")
+    assert real is not None
+    wrapper = directory / "runc"  # named runc, so the shim's runc shortcuts still apply
+    directory.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" exec "*)\n'
+        f"  n=0; while [ ! -e {gate} ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done;;\n"
+        "esac\n"
+        f'exec {real} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def waiting_execs(wrapper: Path) -> int:
+    """How many gated ``runc exec`` commands are running now."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if str(wrapper).encode() in argv and b"exec" in argv:
+                    count += 1
+    return count
+
+
+@requires_root_and_runc
+def test_execs_from_two_connections_run_at_once_and_the_shim_answers_while_they_start(
+    spawn, events, busybox_rootfs, tmp_path
+):
+    gate = tmp_path / "gate"
+    wrapper = gated_runc(tmp_path / "bin", gate)
+    shim = spawn(runc_binary=str(wrapper))
+    init = create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    shim.client.call("start")
+    results: dict[int, Any] = {}
+
+    def run_exec(status: int) -> None:
+        process = json.dumps({"args": ["sh", "-c", f"exit {status}"], "env": ["PATH=/bin"]})
+        with contextlib.closing(ShimClient(shim.config.task_dir, timeout=30)) as client:
+            try:
+                results[status] = client.call(
+                    "exec", process=process.encode(), stdin="", stdout="", stderr="", terminal=False
+                )["pid"]
+            except Exception as exc:  # reported by the assertion below
+                results[status] = exc
+
+    threads = [threading.Thread(target=run_exec, args=(status,)) for status in (4, 5)]
+    for thread in threads:
+        thread.start()
+    try:
+        # Both runc execs are under way at once, and the shim still answers.
+        wait_until(lambda: waiting_execs(wrapper) == 2, timeout=10)
+        assert shim.client.call("state")["status"] == "RUNNING"
+        assert results == {}
+    finally:
+        gate.touch()
+        for thread in threads:
+            thread.join(30)
+    assert all(isinstance(pid, int) for pid in results.values()), results
+    assert len({results[4], results[5], init}) == 3
+    assert events.wait(results[4])["exit_status"] == 4
+    assert events.wait(results[5])["exit_status"] == 5
+    # Only the init's exit goes to the exits file: no exec's is ever replayed.
+    wait_until(lambda: len(shim.client.call("state")["execs"]) == 2)
+    assert all(e["exited"] for e in shim.client.call("state")["execs"])
+    assert {line["pid"] for line in read_exits(shim.config.task_dir)} <= {init}
 
 
 @requires_root_and_runc
