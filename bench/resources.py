@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.task_host import process_memory
 
-__all__ = ["SAMPLE_S", "ResourceSampler", "listener_pid"]
+__all__ = ["SAMPLE_S", "ResourceSampler", "listener_pid", "listener_pids"]
 
 SAMPLE_S = 0.5
 
@@ -40,21 +40,41 @@ def _socket_path(address: str) -> str | None:
     return address if address.startswith("/") else None
 
 
-def listener_pid(address: str) -> int | None:
-    """The pid of the process listening on the unix socket of ``address``, if on this host."""
+def _same_path(listed: str, path: str, real: str) -> bool:
+    """Whether the path a socket was bound to (``/proc/net/unix``) names ``path``."""
+    if listed == path:
+        return True
+    if listed.startswith("@") or os.path.basename(listed) != os.path.basename(real):
+        return False  # abstract, or surely another file: spare the realpath
+    return os.path.realpath(listed) == real
+
+
+def listener_pids(address: str) -> list[int]:
+    """Every process holding the listening unix socket of ``address`` (this network namespace).
+
+    The socket's inode comes from ``/proc/net/unix`` (the entry bound to
+    that path, relative or through a symlink too, with ``__SO_ACCEPTCON``
+    set: listening), its holders from the ``socket:[inode]`` links of
+    ``/proc/*/fd``. Usually one process; a child that inherited the fd
+    holds it too.
+    """
     path = _socket_path(address)
     if path is None:
-        return None
+        return []
+    real = os.path.realpath(path)
     try:
         lines = Path("/proc/net/unix").read_text().splitlines()[1:]
     except OSError:
-        return None
+        return []
     # Columns: Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is __SO_ACCEPTCON.
     inodes = {
         f"socket:[{cols[6]}]"
         for cols in (line.split() for line in lines)
-        if len(cols) >= 8 and cols[7] == path and int(cols[3], 16) & 0x10000
+        if len(cols) >= 8 and int(cols[3], 16) & 0x10000 and _same_path(cols[7], path, real)
     }
+    if not inodes:
+        return []
+    found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -66,10 +86,39 @@ def listener_pid(address: str) -> int | None:
         for fd in fds:
             try:
                 if os.readlink(f"{fd_dir}/{fd}") in inodes:
-                    return int(entry)
+                    found.append(int(entry))
+                    break
             except OSError:
                 continue
-    return None
+    return sorted(found)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after ``pid (comm)``; ``[]`` if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def listener_pid(address: str) -> int | None:
+    """The pid of the process listening on the unix socket of ``address``, if on this host.
+
+    Of several holders (a child inherited the fd), the one whose parent
+    holds it not, then the oldest.
+    """
+    pids = listener_pids(address)
+    if len(pids) <= 1:
+        return pids[0] if pids else None
+    holders = set(pids)
+
+    def rank(pid: int) -> tuple[int, int]:
+        fields = _stat_fields(pid)
+        parent = int(fields[1]) if len(fields) > 1 else 0
+        started = int(fields[19]) if len(fields) > 19 else 0  # starttime, field 22
+        return (1 if parent in holders else 0, started)
+
+    return min(pids, key=rank)
 
 
 def _cpu_s(pid: int) -> float | None:

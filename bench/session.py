@@ -46,6 +46,7 @@ __all__ = [
     "LoadOutcome",
     "Session",
     "churn_json",
+    "containerd_address",
     "open_session",
     "plots_for",
     "run_load_scenario",
@@ -174,7 +175,11 @@ class Session:
             own.close()
 
 
-def _containerd_address(options: RunOptions) -> str | None:
+def containerd_address(options: RunOptions) -> str | None:
+    """containerd's address with ``--compare containerd``, else None.
+
+    Raises ``SystemExit`` (with the reason) when the comparison cannot be honoured.
+    """
     if options.compare is None:
         return None
     if options.compare != "containerd":
@@ -205,7 +210,7 @@ def open_session(
     options: RunOptions, target: Target, namespaces: tuple[str, ...]
 ) -> Iterator[Session]:
     """Workers, containerd (with ``--compare``) and the bench's leases, for one load run."""
-    containerd = _containerd_address(options)
+    containerd = containerd_address(options)
     with worker_pools(
         options.shapes,
         max(options.clients),
@@ -280,7 +285,7 @@ def run_load_scenario(
     clean: str,
 ) -> int:
     """Run ``measure`` against the target (and containerd), then report; the exit code."""
-    containerd = _containerd_address(options)
+    containerd = containerd_address(options)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     idle = measure_busy()
     aborted: str | None = None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import berth
 from bench.load import RunOptions
+from bench.resources import listener_pid
 from bench.target import Target
 from bench.task_events import EventSubscriber, ExitSeen
 from bench.task_host import (
@@ -30,17 +31,27 @@ from bench.task_host import (
     shim_pids,
     task_spec,
 )
-from bench.task_report import MemorySummary, TasksOutcome
+from bench.task_memory import Growth, MemorySummary, settle
+from bench.task_report import TasksOutcome
 from runtime.rootfs import make_busybox_rootfs
 from runtime.spec import DEFAULT_PATH
 from wire.codec import timestamp_ns
 
-__all__ = ["EXIT_TIMEOUT_S", "LIFECYCLE_STEPS", "NAMESPACE", "WARMUP_ROUNDS", "TaskBench", "sweep"]
+__all__ = [
+    "DEFAULT_SETTLE_S",
+    "EXIT_TIMEOUT_S",
+    "LIFECYCLE_STEPS",
+    "NAMESPACE",
+    "WARMUP_ROUNDS",
+    "TaskBench",
+    "sweep",
+]
 
 NAMESPACE = "bench-tasks"
 WARMUP_ROUNDS = 3  # unmeasured rounds before the lifecycle, runc and exec measurements
 EXIT_TIMEOUT_S = 10.0  # how long an EXIT may take to arrive before it counts as lost
-_SETTLE_S = 0.5  # pause before reading memory
+_SETTLE_S = 0.5  # pause after killing leftover shims
+DEFAULT_SETTLE_S = 5.0  # --settle: how long the daemon is left to settle before each reading
 _KILL_PAUSE_S = 0.02  # between two kills, so that each starts from an idle daemon
 # The steps of a lifecycle, in order; each is timed.
 LIFECYCLE_STEPS = (
@@ -153,14 +164,39 @@ class TaskBench:
                 self.outcome.add("exec_call", called - began)
         self._stop_and_remove(cid, init)
 
-    def memory_and_exits(self, count: int) -> None:
-        """Memory with ``count`` running tasks, then kill each: exit -> event latency."""
+    def daemon_pids(self) -> dict[str, int]:
+        """berthd (spawned, or listening on the address here) and its zygote, by name."""
+        pids: dict[str, int] = {}
+        daemon = self.target.pid if self.target.spawned else listener_pid(self.target.address)
+        if daemon is not None:
+            pids["berthd"] = daemon
+            if zygotes := find_processes("berth-zygote", parent=daemon):
+                pids["berth-zygote"] = zygotes[0]
+        return pids
+
+    def memory_and_exits(self, count: int, settle_s: float) -> None:
+        """Memory with ``count`` running tasks, then kill each: exit -> event latency.
+
+        The daemon and its zygote are read once settled (``settle_s``, see
+        :func:`bench.task_memory.settle`) before the tasks start and again
+        after the last has started; the shims with the second reading.
+        """
+        pids = self.daemon_pids()
+        before = settle(pids, settle_s)
         running: dict[str, int] = {}
         for _ in range(count):
             cid = self._id("m")
             running[cid] = self._start_task(cid, ["sleep", "600"])
-        time.sleep(_SETTLE_S)
+        after = settle(pids, settle_s)
+        self.outcome.settle_s = settle_s
         self.read_memory(len(running))
+        for name in pids:
+            if (growth := Growth.of(name, before[name], after[name], len(running))) is not None:
+                self.outcome.growth[name] = growth
+        if (daemon := self.outcome.growth.get("berthd")) is not None:
+            self.outcome.daemon = daemon.after
+        if (zygote := self.outcome.growth.get("berth-zygote")) is not None:
+            self.outcome.zygote = zygote.after
         stopped = []
         for cid, pid in running.items():
             time.sleep(_KILL_PAUSE_S)
@@ -193,7 +229,7 @@ class TaskBench:
         self.outcome.add("exit_deliver", seen.received_wall_ns - timestamp_ns(published))
 
     def read_memory(self, running: int) -> None:
-        """PSS and RSS of the namespace's shims, and of a spawned berthd and its zygote."""
+        """PSS and RSS of this run's shims in the namespace."""
         self.outcome.running_tasks = running
         shims = shim_pids(NAMESPACE, self.prefix)
         readings = [m for pid in shims if (m := process_memory(pid)) is not None]
@@ -202,11 +238,6 @@ class TaskBench:
             self.outcome.notes.append(
                 f"{len(readings)} shim(s) of {NAMESPACE} found for {running} running tasks"
             )
-        if (daemon := self.target.pid) is not None:
-            self.outcome.daemon = process_memory(daemon)
-            zygotes = find_processes("berth-zygote", parent=daemon)
-            if zygotes:
-                self.outcome.zygote = process_memory(zygotes[0])
 
     # -- cleanup -------------------------------------------------------------
 

@@ -104,15 +104,21 @@ class RawRunc:
 
 @dataclass(frozen=True)
 class ProcessMemory:
-    """A process's resident (RSS) and proportional (PSS) memory, in KiB."""
+    """A process's resident (RSS), proportional (PSS) and private (USS) memory, in KiB.
+
+    USS is ``Private_Clean + Private_Dirty``: the pages no other process
+    maps. Unlike PSS it does not shrink when more processes come to share
+    a library's pages.
+    """
 
     pid: int
     rss_kib: int
     pss_kib: int
+    uss_kib: int = 0
 
 
 def process_memory(pid: int) -> ProcessMemory | None:
-    """RSS and PSS of ``pid`` from ``/proc/<pid>/smaps_rollup``; None if it is gone."""
+    """RSS, PSS and USS of ``pid`` from ``/proc/<pid>/smaps_rollup``; None if it is gone."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
@@ -125,7 +131,8 @@ def process_memory(pid: int) -> ProcessMemory | None:
             fields[name.strip()] = int(parts[0])
     if "Rss" not in fields or "Pss" not in fields:
         return None
-    return ProcessMemory(pid, fields["Rss"], fields["Pss"])
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return ProcessMemory(pid, fields["Rss"], fields["Pss"], uss)
 
 
 def _title(pid: str) -> str | None:

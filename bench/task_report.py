@@ -19,6 +19,7 @@ from bench.stats import percentile
 from bench.targets import TargetResult
 from bench.task_events import EventStats
 from bench.task_host import ProcessMemory
+from bench.task_memory import ContainerdMemory, Growth, MemorySummary, total_per_task
 from bench.task_targets import (
     CONTAINERD_LIFECYCLE_P99_MS,
     CONTAINERD_MS,
@@ -74,39 +75,18 @@ class Latency:
         )
 
 
-@dataclass(frozen=True)
-class MemorySummary:
-    """Mean and max of RSS and PSS (KiB) over a set of processes."""
-
-    count: int
-    rss_mean_kib: float
-    rss_max_kib: int
-    pss_mean_kib: float
-    pss_max_kib: int
-
-    @classmethod
-    def of(cls, readings: Sequence[ProcessMemory]) -> MemorySummary | None:
-        """Summarise readings; None when there are none."""
-        if not readings:
-            return None
-        return cls(
-            count=len(readings),
-            rss_mean_kib=statistics.fmean(r.rss_kib for r in readings),
-            rss_max_kib=max(r.rss_kib for r in readings),
-            pss_mean_kib=statistics.fmean(r.pss_kib for r in readings),
-            pss_max_kib=max(r.pss_kib for r in readings),
-        )
-
-
 @dataclass
 class TasksOutcome:
     """Everything a run measured and checked, filled in as it goes."""
 
     samples: dict[str, list[int]] = field(default_factory=dict)
     running_tasks: int = 0  # tasks running while memory was read
+    settle_s: float = 0.0  # how long after the last start (and before the first) memory was read
     shims: MemorySummary | None = None
-    daemon: ProcessMemory | None = None
+    daemon: ProcessMemory | None = None  # berthd's last reading with the tasks running
     zygote: ProcessMemory | None = None
+    growth: dict[str, Growth] = field(default_factory=dict)  # "berthd", "berth-zygote"
+    containerd: ContainerdMemory | None = None  # --compare containerd
     events: EventStats | None = None
     breaches: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -120,6 +100,41 @@ class TasksOutcome:
         """The summary of measurement ``key``, None if it has no sample."""
         values = self.samples.get(key)
         return Latency.of(values) if values else None
+
+    def pss_per_task_kib(self, name: str) -> float | None:
+        """The PSS growth per running task of ``name`` (``berthd``, ``berth-zygote``)."""
+        growth = self.growth.get(name)
+        return None if growth is None else growth.pss_per_task_kib
+
+    def total_pss_per_task_kib(self) -> float | None:
+        """(berthd's and the zygote's PSS growth + the shims' PSS) / running tasks."""
+        return total_per_task(list(self.growth.values()), self.shims, self.running_tasks)
+
+    def ratios(self) -> dict[str, float | None] | None:
+        """berth / containerd of shim PSS mean, daemon PSS growth and total PSS per task.
+
+        A ratio is given only when both figures are positive.
+        """
+        ctrd = self.containerd
+        if ctrd is None:
+            return None
+
+        def ratio(ours: float | None, theirs: float | None) -> float | None:
+            if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+                return None
+            return round(ours / theirs, 3)
+
+        theirs = None if ctrd.growth is None else ctrd.growth.pss_per_task_kib
+        return {
+            "shim_pss_mean": ratio(
+                None if self.shims is None else self.shims.pss_mean_kib,
+                None if ctrd.shims is None else ctrd.shims.pss_mean_kib,
+            ),
+            "daemon_pss_per_task": ratio(self.pss_per_task_kib("berthd"), theirs),
+            "total_pss_per_task": ratio(
+                self.total_pss_per_task_kib(), ctrd.total_pss_per_task_kib()
+            ),
+        }
 
 
 _HEADER = (
@@ -147,6 +162,68 @@ def _memory_line(label: str, mem: ProcessMemory | MemorySummary) -> str:
     return f"{label:<26}{1:>5}  PSS {mem.pss_kib:,} KiB; RSS {mem.rss_kib:,} KiB"
 
 
+def _growth_lines(label: str, growth: Growth) -> list[str]:
+    before, after = growth.before, growth.after
+    series = " ".join(f"{pss:,}" for _, pss in growth.after_series)
+    times = "/".join(f"{at:g}" for at, _ in growth.after_series)
+    return [
+        f"{label:<26}{growth.pss_per_task_kib:>+9,.1f} KiB/task  PSS {before.pss_kib:,} ->"
+        f" {after.pss_kib:,} KiB; USS {growth.uss_per_task_kib:+,.1f}, RSS"
+        f" {growth.rss_per_task_kib:+,.1f} KiB/task",
+        f"{'':<28}PSS at {times} s after the last start: {series}",
+    ]
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _memory_lines(outcome: TasksOutcome) -> list[str]:
+    lines = [
+        f"memory with {outcome.running_tasks} running tasks, read {outcome.settle_s:g} s"
+        " after the last start:"
+    ]
+    if outcome.shims is not None:
+        lines.append(_memory_line("  shims", outcome.shims))
+    for label, mem in (("  berthd", outcome.daemon), ("  berth-zygote", outcome.zygote)):
+        if mem is not None:
+            lines.append(_memory_line(label, mem))
+    if outcome.growth:
+        lines.append(
+            f"daemon PSS growth per running task, (after - before) / {outcome.running_tasks}"
+            f" (before: read {outcome.settle_s:g} s after the warm-up's last task went):"
+        )
+        for name in ("berthd", "berth-zygote"):
+            if (growth := outcome.growth.get(name)) is not None:
+                lines += _growth_lines(f"  {name}", growth)
+        if (total := outcome.total_pss_per_task_kib()) is not None:
+            lines.append(f"{'  berthd + zygote + shims':<26}{total:>+9,.1f} KiB/task")
+    if (ctrd := outcome.containerd) is not None:
+        pid = "pid unknown" if ctrd.pid is None else f"pid {ctrd.pid} by {ctrd.pid_found_by}"
+        lines.append(f"containerd, same run ({pid}), {ctrd.running_tasks} running tasks:")
+        if ctrd.shims is not None:
+            lines.append(_memory_line("  containerd-shim-runc-v2", ctrd.shims))
+        if ctrd.daemon is not None:
+            lines.append(_memory_line("  containerd", ctrd.daemon))
+        if ctrd.growth is not None:
+            lines += _growth_lines("  containerd growth", ctrd.growth)
+        if (total := ctrd.total_pss_per_task_kib()) is not None:
+            lines.append(f"{'  containerd + shims':<26}{total:>+9,.1f} KiB/task")
+        lines += [f"  note: {note}" for note in ctrd.notes]
+        if (ratios := outcome.ratios()) is not None:
+            lines.append(
+                f"berth / containerd: shim PSS mean {_ratio_text(ratios['shim_pss_mean'])};"
+                " daemon PSS growth per task (berthd / containerd)"
+                f" {_ratio_text(ratios['daemon_pss_per_task'])}; all processes' PSS per task"
+                f" {_ratio_text(ratios['total_pss_per_task'])}"
+            )
+    lines.append(
+        f"  (containerd's shim, reference: PSS {CONTAINERD_SHIM_PSS_MB:g} MB,"
+        f" RSS {CONTAINERD_SHIM_RSS_MB:g} MB)"
+    )
+    return lines
+
+
 def format_report(outcome: TasksOutcome, targets: Sequence[TargetResult]) -> str:
     """The human summary: latencies, memory, events, targets, correctness."""
     lines = [_HEADER, "-" * len(_HEADER)]
@@ -159,16 +236,7 @@ def format_report(outcome: TasksOutcome, targets: Sequence[TargetResult]) -> str
         " includes snapshot prepare/remove)"
     )
     if outcome.running_tasks:
-        lines.append(f"memory with {outcome.running_tasks} running tasks:")
-        if outcome.shims is not None:
-            lines.append(_memory_line("  shims", outcome.shims))
-        for label, mem in (("  berthd", outcome.daemon), ("  berth-zygote", outcome.zygote)):
-            if mem is not None:
-                lines.append(_memory_line(label, mem))
-        lines.append(
-            f"  (containerd's shim: PSS {CONTAINERD_SHIM_PSS_MB:g} MB,"
-            f" RSS {CONTAINERD_SHIM_RSS_MB:g} MB)"
-        )
+        lines += _memory_lines(outcome)
     if (ev := outcome.events) is not None:
         lines.append(
             f"events: {ev.received} received, seq {ev.first_seq}..{ev.last_seq}, "
@@ -180,6 +248,10 @@ def format_report(outcome: TasksOutcome, targets: Sequence[TargetResult]) -> str
         targets, outcome.breaches, "every started process's EXIT was observed; seqs increasing"
     )
     return "\n".join(lines)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def _mem_json(mem: ProcessMemory | MemorySummary | None) -> dict[str, Any] | None:
@@ -207,9 +279,16 @@ def report_json(
         "samples_ns": outcome.samples,
         "memory": {
             "running_tasks": outcome.running_tasks,
+            "settle_s": outcome.settle_s,
             "shims": _mem_json(outcome.shims),
             "daemon": _mem_json(outcome.daemon),
             "zygote": _mem_json(outcome.zygote),
+            "daemon_pss_per_task_kib": _rounded(outcome.pss_per_task_kib("berthd")),
+            "zygote_pss_per_task_kib": _rounded(outcome.pss_per_task_kib("berth-zygote")),
+            "total_pss_per_task_kib": _rounded(outcome.total_pss_per_task_kib()),
+            "growth": {name: g.to_json() for name, g in outcome.growth.items()},
+            "containerd": None if outcome.containerd is None else outcome.containerd.to_json(),
+            "ratios": outcome.ratios(),
         },
         "events": None if outcome.events is None else outcome.events.to_json(),
         "correctness": {"breaches": outcome.breaches, "breach_count": len(outcome.breaches)},

@@ -12,8 +12,11 @@ and every ``EXIT`` is awaited through it. After a few warm-up rounds:
 2. **exec + wait of ``true``** (``--iterations``) in a task running
    ``sleep 600``: the Exec call until the ``EXIT`` of the exec's pid;
 3. **memory** with ``--tasks`` tasks running ``sleep 600``: PSS and RSS of
-   every shim (title ``berth-shim bench-tasks/<id>``), and of a spawned
-   berthd and its zygote;
+   every shim (title ``berth-shim bench-tasks/<id>``), and the PSS growth
+   per running task of berthd and (apart) its zygote: each read once
+   settled (``--settle``) before the tasks start and again while they all
+   run (:mod:`bench.task_memory`). With ``--compare containerd`` the same
+   on containerd: its shims, and its daemon's growth per task;
 4. **exit -> event**: each of those tasks' init is SIGKILLed by the bench
    itself (``os.kill``), from just before the kill until its ``EXIT``
    frame is received. By wall clock it is split in three: kill ->
@@ -39,14 +42,16 @@ from typing import Any
 
 import berth
 from bench.churn import task_churn
+from bench.ctrd import CtrdError
 from bench.load import RunOptions
 from bench.options import at_least_one, measure_busy, run_footer
 from bench.report import write_json
-from bench.session import churn_json, plots_for
+from bench.session import churn_json, containerd_address, plots_for
 from bench.table import format_phases
 from bench.target import CpuMeter, Target, TargetError, open_target
-from bench.task_bench import NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
+from bench.task_bench import DEFAULT_SETTLE_S, NAMESPACE, WARMUP_ROUNDS, TaskBench, sweep
 from bench.task_events import SubscriberError
+from bench.task_memory import containerd_memory
 from bench.task_report import TasksOutcome, format_report
 from bench.task_report import report_json as tasks_report_json
 from bench.task_targets import evaluate_targets
@@ -77,15 +82,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="running tasks for the memory reading, then killed one by one for "
         "the exit -> event latency (default 50)",
     )
+    parser.add_argument(
+        "--settle",
+        type=_seconds,
+        default=DEFAULT_SETTLE_S,
+        metavar="SECONDS",
+        help="memory step: how long the daemon is left to settle (read at 0.5 s, then each"
+        f" second) before the tasks start and after the last has started (default"
+        f" {DEFAULT_SETTLE_S:g})",
+    )
+    parser.add_argument(
+        "--containerd-pid",
+        type=at_least_one,
+        metavar="PID",
+        help="with --compare containerd: containerd's daemon pid for the memory step"
+        " (default: the process listening on --containerd-address, else containerd.pid"
+        " beside the socket)",
+    )
 
 
-_ABORTING = (TargetError, SubscriberError, berth.BerthError, RuntimeError, OSError)
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds: {text!r}")
+    return value
+
+
+_ABORTING = (TargetError, SubscriberError, berth.BerthError, CtrdError, RuntimeError, OSError)
 
 
 def _measure(
-    target: Target, options: RunOptions, args: argparse.Namespace, outcome: TasksOutcome
+    target: Target,
+    options: RunOptions,
+    args: argparse.Namespace,
+    outcome: TasksOutcome,
+    containerd: str | None,
 ) -> None:
-    """Every measurement against ``target``, into ``outcome``; cleanup even when one fails."""
+    """Every measurement against ``target``, into ``outcome``; cleanup even when one fails.
+
+    With ``containerd`` (an address), its memory step follows berth's.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="bt-", dir=options.workdir or "/tmp"))
     try:
         bench = TaskBench(target, options, workdir, outcome)
@@ -95,8 +131,20 @@ def _measure(
             bench.events.start()
             bench.lifecycles(args.iterations)
             bench.execs(args.iterations)
-            bench.memory_and_exits(args.tasks)
+            bench.memory_and_exits(args.tasks, args.settle)
             target.check_alive()
+            if containerd is not None:
+                outcome.containerd = containerd_memory(
+                    containerd,
+                    namespace=NAMESPACE,
+                    rootfs=bench.rootfs,
+                    count=args.tasks,
+                    settle_s=args.settle,
+                    warmup_rounds=WARMUP_ROUNDS,
+                    prefix=bench.prefix,
+                    pid=args.containerd_pid,
+                    timeout=options.timeout,
+                )
             if args.churn:
                 outcome.churn = task_churn(options, target, bench.rootfs)
         finally:
@@ -110,6 +158,7 @@ def _measure(
 
 def run(options: RunOptions, args: argparse.Namespace) -> int:
     """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
+    containerd = containerd_address(options)  # SystemExit when --compare cannot be honoured
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     outcome = TasksOutcome()
     aborted: str | None = None
@@ -122,7 +171,7 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
             meter = CpuMeter(target.pid)
             meter.begin()
             try:
-                _measure(target, options, args, outcome)
+                _measure(target, options, args, outcome, containerd)
             except _ABORTING as exc:
                 aborted = f"{type(exc).__name__}: {exc}"
             meter.end()
@@ -147,6 +196,10 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         "iterations": args.iterations,
         "warmup_rounds": WARMUP_ROUNDS,
         "tasks": args.tasks,
+        "settle_s": args.settle,
+        "compare": options.compare,
+        "containerd_address": containerd,
+        "containerd_pid_option": args.containerd_pid,
         "churn": args.churn,
         "timeout_s": options.timeout,
         "host_busy_before": idle,

@@ -8,6 +8,7 @@ found. The figures themselves are never asserted on.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -109,13 +110,13 @@ TASK_LATENCIES = {
 
 @pytest.fixture(scope="module")
 def tasks_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run ``berth-bench tasks`` once, small: 3 iterations, 3 running tasks."""
+    """Run ``berth-bench tasks`` once, small: 3 iterations, 3 running tasks, 1 s to settle."""
     from tests.e2e.conftest import SKIP_REASON
 
     if SKIP_REASON is not None:
         pytest.skip(SKIP_REASON)
     out = tmp_path_factory.mktemp("bench-tasks") / "t.json"
-    argv = ["tasks", "--iterations", "3", "--tasks", "3", "--json", str(out)]
+    argv = ["tasks", "--iterations", "3", "--tasks", "3", "--settle", "1", "--json", str(out)]
     run = subprocess.run(
         [sys.executable, "-m", "bench.cli", *argv],
         cwd=REPO,
@@ -125,6 +126,7 @@ def tasks_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     assert "targets" in run.stdout and "raw runc run of true" in run.stdout
+    assert "daemon PSS growth per running task" in run.stdout
     return json.loads(out.read_text())
 
 
@@ -146,6 +148,19 @@ def test_tasks_reports_memory_events_and_targets(tasks_report: dict) -> None:
     assert memory["shims"]["count"] == 3
     assert 0 < memory["shims"]["pss_mean_kib"] <= memory["shims"]["rss_mean_kib"]
     assert memory["daemon"]["rss_kib"] > 0 and memory["zygote"]["rss_kib"] > 0
+    assert memory["settle_s"] == 1.0 and tasks_report["config"]["settle_s"] == 1.0
+    for key in ("daemon_pss_per_task_kib", "zygote_pss_per_task_kib", "total_pss_per_task_kib"):
+        value = memory[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
+        assert math.isfinite(value), (key, value)
+    for name in ("berthd", "berth-zygote"):
+        growth = memory["growth"][name]
+        assert growth["tasks"] == 3 and growth["before"]["pss_kib"] > 0, growth
+        assert growth["after"]["pss_kib"] > 0 and growth["after_pss_series_kib"], growth
+        expected = (growth["after"]["pss_kib"] - growth["before"]["pss_kib"]) / 3
+        assert growth["pss_per_task_kib"] == pytest.approx(expected, abs=0.01)
+    assert memory["daemon_pss_per_task_kib"] == memory["growth"]["berthd"]["pss_per_task_kib"]
+    assert memory["containerd"] is None and memory["ratios"] is None  # no --compare
     events = tasks_report["events"]
     assert events["out_of_order"] == [] and events["gaps"] == 0
     # 6 lifecycles and 6 execs (3 warm-up rounds each), the exec task's init, 3 killed tasks
