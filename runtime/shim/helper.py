@@ -154,7 +154,8 @@ class ForkingRunc(Runc):
 
     Commands with real Python work around them (ps, state, checkpoint,
     restore, an exec with a terminal) run in a short-lived child; an exec
-    without one is spawned and finished by the loop (:mod:`runtime.shim.execs`). The ones on the lifecycle's path
+    without one is spawned and finished by the loop (:mod:`runtime.shim.execs`).
+    The ones on the lifecycle's path
     (create, start, kill, delete, pause, resume) are spawned directly with
     ``posix_spawn`` and waited on with a pidfd: a few C calls, which touch
     almost none of the shim's shared pages, and no helper fork (about 3 ms

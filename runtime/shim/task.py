@@ -70,6 +70,8 @@ class Task:
         # runc pid -> exec being started (runtime.shim.execs)
         self.pending: dict[int, PendingExec] = {}
         self.completed: list[tuple[PendingExec, int | BaseException]] = []
+        # pid -> (status, exited_at_ns) of children reaped while execs were under way
+        self._unclaimed: dict[int, tuple[int, int]] = {}
         # Set by delete, a failed create and shutdown: the server replies, then exits.
         self.finished = False
         # Whether the server removes task_dir before replying (not on shutdown).
@@ -225,24 +227,36 @@ class Task:
         Each finished exec goes to :attr:`completed` with its new pid, or
         the error that ended it, for the server to answer.
         """
-        finished = self.completed
         exits = []
         for pid, status, exited_at_ns in reap_children():
             pending = self.pending.pop(pid, None)
             if pending is None:
                 exits.append((pid, status, exited_at_ns))
                 continue
-            # Before the other exits of this reaping: the exec's own process
-            # may be among them, and must be in the table by then.
             try:
                 new_pid = pending.finish(status)
             except BaseException as exc:
-                finished.append((pending, exc))
+                self.completed.append((pending, exc))
                 continue
             self.table.execs[new_pid] = pending.record
-            finished.append((pending, new_pid))
+            self.completed.append((pending, new_pid))
         for pid, status, exited_at_ns in exits:
+            init = self.table.init
+            known = pid in self.table.execs or (init is not None and pid == init.pid)
+            if self.pending and not known:
+                # runc's intermediate process exits before runc does, so an
+                # exec's process is re-parented to us, and may exit and be
+                # reaped, before runc has told us its pid: keep the exit
+                # until the execs under way have finished.
+                self._unclaimed[pid] = (status, exited_at_ns)
+                continue
             self.table.on_exit(pid, status, exited_at_ns)
+        for _pending, outcome in self.completed:
+            if isinstance(outcome, int) and outcome in self._unclaimed:
+                self.table.on_exit(outcome, *self._unclaimed.pop(outcome))
+        if not self.pending:
+            # No exec can claim them now: they were the container's own orphans.
+            self._unclaimed.clear()
 
     def next_deadline(self) -> float | None:
         """When the oldest exec under way times out (monotonic), if any is."""

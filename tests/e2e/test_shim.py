@@ -390,18 +390,21 @@ def test_exec_reports_its_own_exit_and_a_missing_binary_is_a_failed_precondition
     assert events.wait(init)["exit_status"] == 137
 
 
-def gated_runc(directory: Path, gate: Path) -> Path:
-    """A ``runc`` whose ``exec`` waits until ``gate`` exists, then runs the real one."""
+def gated_runc(directory: Path, gate: Path, *, hold_exit: bool = False) -> Path:
+    """A ``runc`` whose ``exec`` waits until ``gate`` exists, then runs the real one.
+
+    With ``hold_exit`` it runs the real one first and waits for ``gate``
+    before exiting with its status, so the exec'd process runs (and may
+    exit) while the shim still waits for "runc".
+    """
     real = shutil.which("runc")
     assert real is not None
     wrapper = directory / "runc"  # named runc, so the shim's runc shortcuts still apply
     directory.mkdir(parents=True, exist_ok=True)
+    wait = f"n=0; while [ ! -e {gate} ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done"
+    on_exec = f'{real} "$@"; rc=$?; {wait}; exit $rc' if hold_exit else wait
     wrapper.write_text(
-        "#!/bin/sh\n"
-        'case " $* " in *" exec "*)\n'
-        f"  n=0; while [ ! -e {gate} ] && [ $n -lt 2000 ]; do sleep 0.01; n=$((n+1)); done;;\n"
-        "esac\n"
-        f'exec {real} "$@"\n'
+        f'#!/bin/sh\ncase " $* " in *" exec "*) {on_exec};; esac\nexec {real} "$@"\n'
     )
     wrapper.chmod(0o755)
     return wrapper
@@ -460,6 +463,40 @@ def test_execs_from_two_connections_run_at_once_and_the_shim_answers_while_they_
     wait_until(lambda: len(shim.client.call("state")["execs"]) == 2)
     assert all(e["exited"] for e in shim.client.call("state")["execs"])
     assert {line["pid"] for line in read_exits(shim.config.task_dir)} <= {init}
+
+
+@requires_root_and_runc
+def test_an_exec_that_exits_before_runc_returns_still_gets_its_exit_reported(
+    spawn, events, busybox_rootfs, tmp_path
+):
+    # runc's intermediate process exits first, so the exec'd process is the
+    # shim's child, and can be reaped, before runc has said its pid.
+    gate = tmp_path / "gate"
+    wrapper = gated_runc(tmp_path / "bin", gate, hold_exit=True)
+    shim = spawn(runc_binary=str(wrapper))
+    create(shim, bundle_spec(["sleep", "30"], busybox_rootfs))
+    shim.client.call("start")
+    result: list[Any] = []
+    process = json.dumps({"args": ["sh", "-c", "exit 6"], "env": ["PATH=/bin"]}).encode()
+    thread = threading.Thread(
+        target=lambda: result.append(
+            shim.client.call(
+                "exec", process=process, stdin="", stdout="", stderr="", terminal=False
+            )
+        )
+    )
+    thread.start()
+    try:
+        pid_file = shim.config.task_dir / "exec-1.pid"
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", timeout=10)
+        pid = int(pid_file.read_text())
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=10)  # reaped by the shim
+        assert result == []
+    finally:
+        gate.touch()
+        thread.join(30)
+    assert result[0]["pid"] == pid
+    assert events.wait(pid)["exit_status"] == 6
 
 
 @requires_root_and_runc
