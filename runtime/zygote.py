@@ -33,6 +33,7 @@ Shims never die with it: each runs in its own session.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -229,7 +230,7 @@ def spawn(config: ShimConfig) -> dict[str, Any]:
     """Fork a shim for ``config``; its pid once it is ready, or an error."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
-        child = os.fork()
+        child = _fork()
     except OSError as exc:
         os.close(ready_r)
         os.close(ready_w)
@@ -241,6 +242,37 @@ def spawn(config: ShimConfig) -> dict[str, Any]:
         return _read_ready(ready_r, config)
     finally:
         os.close(ready_r)
+
+
+# fork(2) itself, called with the GIL held (PyDLL), not os.fork(): see _fork.
+_libc_fork = ctypes.PyDLL(None, use_errno=True).fork
+_libc_fork.restype = ctypes.c_int
+_libc_fork.argtypes = []
+
+
+def _fork() -> int:
+    """``fork(2)`` without the interpreter's at-fork hooks; the child's pid, or 0 in it.
+
+    ``os.fork()`` runs Python code on both sides: in the child threading's
+    ``_after_fork``, logging's re-initialisation of its handlers' locks and
+    random's reseeding; in the parent logging's lock release. The child's
+    run is cold code, run once per shim: its code objects are quickened and
+    every object it touches gets its count written, which copied about
+    500 KiB of shared pages into each shim before it ran a line of its own
+    (and the parent's side dirtied pages the previous shim then kept). The
+    zygote is single-threaded, so nothing those hooks reset is held by
+    another thread: the child keeps the same thread (same ident, so
+    ``threading`` and ``signal`` see their main thread), and a signal the
+    zygote had not handled yet can only run ``_reap_shims`` in the child,
+    which finds no child to reap. Not reseeding ``random`` is harmless: the
+    shim does not use it (``tempfile`` reseeds when the pid changes, and runs
+    in helper children, forked by ``os.fork``).
+    """
+    pid = int(_libc_fork())
+    if pid < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"fork: {os.strerror(errno)}")
+    return pid
 
 
 def _read_ready(ready_r: int, config: ShimConfig) -> dict[str, Any]:
