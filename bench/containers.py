@@ -45,7 +45,7 @@ from bench import mixed
 from bench.container_compare import ContainerdSide
 from bench.ctrd import available as ctrd_available
 from bench.load import OpFactory, RunOptions, run_phase
-from bench.options import at_least_one, busy_warning, measure_busy
+from bench.options import at_least_one, busy_warning, measure_busy, usage_error
 from bench.report import Outcome, format_report, report_json, write_json
 from bench.resources import ResourceSampler, listener_pid
 from bench.session import DEFAULT_CONTAINERD, plots_for
@@ -372,9 +372,9 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
     """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
     scale: int = args.scale
     if options.compare and (why := ctrd_available()) is not None:
-        raise SystemExit(f"berth-bench: --compare containerd: {why}")
+        usage_error(f"--compare containerd: {why}")
     if scale != 0 and scale <= SCALE_BASE:
-        raise SystemExit(f"berth-bench: --scale must be 0 or more than {SCALE_BASE:,}")
+        usage_error(f"--scale must be 0 or more than {SCALE_BASE:,}")
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     idle = measure_busy()
     aborted: str | None = None

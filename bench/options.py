@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 from bench.target import CpuMeter, Target, host_busy
 
-__all__ = ["at_least_one", "busy_warning", "measure_busy", "run_footer"]
+__all__ = ["at_least_one", "busy_warning", "measure_busy", "run_footer", "usage_error"]
 
 # Host CPU busy before a run above which its figures are flagged.
 _BUSY_WARNING = 0.15
+
+
+def usage_error(message: str) -> NoReturn:
+    """Refuse options that cannot be honoured: ``message`` on stderr, exit 2 (as argparse)."""
+    print(f"berth-bench: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def at_least_one(text: str) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import berth
 from bench import ctrd as ctrd_mod
 from bench.load import OpFactory, RunOptions, run_phase
-from bench.options import busy_warning, measure_busy
+from bench.options import busy_warning, measure_busy, usage_error
 from bench.report import closing_lines, machine_json, write_json
 from bench.resources import ResourceSampler, listener_pid
 from bench.stats import PhaseStats
@@ -178,14 +178,14 @@ class Session:
 def containerd_address(options: RunOptions) -> str | None:
     """containerd's address with ``--compare containerd``, else None.
 
-    Raises ``SystemExit`` (with the reason) when the comparison cannot be honoured.
+    Exits 2 (with the reason) when the comparison cannot be honoured.
     """
     if options.compare is None:
         return None
     if options.compare != "containerd":
-        raise SystemExit(f"berth-bench: --compare {options.compare!r}: only containerd is known")
+        usage_error(f"--compare {options.compare!r}: only containerd is known")
     if (why := ctrd_mod.available()) is not None:
-        raise SystemExit(f"berth-bench: --compare containerd needs grpcio and containerd: {why}")
+        usage_error(f"--compare containerd needs grpcio and containerd: {why}")
     return options.containerd_address or DEFAULT_CONTAINERD
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bench import cli
+from bench import cli, ctrd
 from bench.histogram import summarize
 from bench.load import Load, LoopPlan, NamedFailure, run_loop, run_phase
 from bench.stats import aggregate
@@ -158,3 +158,13 @@ def test_tasks_without_churn_refuses_another_client_shape(
         cli.main(["tasks", "--client-shape", "threads"])
     assert exit.value.code == 2
     assert "--client-shape threads applies to the --churn phases only" in capsys.readouterr().err
+
+
+def test_a_comparison_without_its_client_packages_is_refused_with_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ctrd, "available", lambda: "No module named 'grpc'")
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["exec", "--compare", "containerd", "--duration", "0.1"])
+    assert exit.value.code == 2
+    assert "needs grpcio and containerd: No module named 'grpc'" in capsys.readouterr().err
