@@ -33,15 +33,19 @@ Shims never die with it: each runs in its own session.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import gc
 import logging
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,7 +55,17 @@ import msgpack
 from setproctitle import setproctitle
 
 from runtime.shim.config import ShimConfig
-from runtime.shim.server import PR_SET_PDEATHSIG, configure_logging, prctl, run_shim
+from runtime.shim.events import EventSender
+from runtime.shim.helper import ForkingRunc
+from runtime.shim.protocol import FrameBuffer, frame
+from runtime.shim.server import (
+    PR_SET_PDEATHSIG,
+    ShimServer,
+    configure_logging,
+    prctl,
+    run_shim,
+)
+from runtime.shim.task import Task
 from wire.errors import Unavailable
 
 __all__ = ["READY_TIMEOUT", "ZygoteClient", "main", "read_message", "write_message"]
@@ -124,6 +138,7 @@ def main() -> None:
     # handler and the caches its first use fills instead of each making its own.
     configure_logging()
     log.info("zygote ready (pid %d)", os.getpid())
+    _rehearse()
     # Everything so far is shared with every shim: collect once, then move it
     # out of the collector's reach so no child's collection writes to it.
     gc.collect()
@@ -131,6 +146,82 @@ def main() -> None:
     gc.freeze()
     signal.signal(signal.SIGCHLD, _reap_shims)
     serve(requests, replies)
+
+
+# Python 3.11 quickens a code object after 8 calls (or 8 turns of a loop in
+# it) and then specializes its instructions as they run: both write into the
+# code object. A few more turns than that leave the code specialized.
+_REHEARSALS = 16
+
+
+def _rehearse() -> None:
+    """Run, before the freeze, the code a shim runs many times, and the zygote's own.
+
+    What the shim runs often (pathlib's parsing, ``signal.signal``'s enum
+    conversions, ``contextlib.suppress``, the loop's per-turn calls on the
+    task, the events and the frames) would otherwise be quickened and
+    specialized in every shim, each copying the pages of those code objects;
+    what the zygote runs per request (the pipe protocol, ``ShimConfig``'s
+    map form) would be, in the zygote, after the first shims were forked,
+    which then kept the old pages. Done here, on a scratch task directory
+    with nothing started, the specialized code is shared by all: about
+    250 KiB less private memory per shim. Nothing here forks, signals or
+    keeps a file open.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="berth-zygote-"))
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        for turn in range(_REHEARSALS):
+            fields = ShimConfig(
+                namespace="rehearsal",
+                id=f"r{turn}",
+                task_dir=scratch / "tasks" / f"r{turn}",
+                runc_binary="/nonexistent/runc",
+                runc_root=scratch / "runc",
+                events_address=f"ipc://{scratch}/events.sock",
+            ).to_map()
+            write_message(write_end, {"config": fields})
+            config = ShimConfig.from_map(read_message(read_end)["config"])
+            # What run_shim and ShimServer do with it.
+            config = dataclasses.replace(
+                config, task_dir=config.task_dir.absolute(), runc_root=config.runc_root.absolute()
+            )
+            if not config.task_dir.exists():
+                config.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.getsignal(signum))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch / "shim.sock")
+            events = EventSender(config.events_address)
+            runc = ForkingRunc(config.runc_binary, config.runc_root, log_dir=config.task_dir)
+            task = Task(config, runc, events.publish)
+            server = ShimServer.__new__(ShimServer)
+            server.config, server.task, server.events = config, task, events
+            server.connections, server._deferred, server._deferred_fds = {}, {}, set()
+            server._resume, server._oom, server._oom_tried = set(), None, False
+            # The loop's turn, without a socket or a child (the zygote has none
+            # yet, so reaping finds nothing).
+            _ = [c for p in task.table.all() for c in p.copiers]
+            events.fileno()
+            events.retry_after()
+            task.next_deadline()
+            server._oom_watch()
+            task.reap()
+            events.flush()
+            server._settle()
+            buffer = FrameBuffer()
+            buffer.feed(frame({"op": "state", "seq": turn}))
+            payload = buffer.next()
+            buffer.next()
+            if payload is not None:
+                msgpack.unpackb(payload, raw=False)
+            msgpack.packb({"pid": turn}, use_bin_type=True)
+            _ = config.name
+            os.close(task._dir_fd)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _reap_shims(signum: int, frame: object) -> None:
