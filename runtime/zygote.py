@@ -33,8 +33,7 @@ Shims never die with it: each runs in its own session.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+import _signal  # type: ignore[import-not-found]  # signal.signal without its enums
 import dataclasses
 import gc
 import logging
@@ -56,7 +55,7 @@ from setproctitle import setproctitle
 
 from runtime.shim.config import ShimConfig
 from runtime.shim.events import EventSender
-from runtime.shim.helper import ForkingRunc
+from runtime.shim.helper import ForkingRunc, fork
 from runtime.shim.protocol import FrameBuffer, frame
 from runtime.shim.server import (
     PR_SET_PDEATHSIG,
@@ -157,9 +156,8 @@ _REHEARSALS = 16
 def _rehearse() -> None:
     """Run, before the freeze, the code a shim runs many times, and the zygote's own.
 
-    What the shim runs often (pathlib's parsing, ``signal.signal``'s enum
-    conversions, ``contextlib.suppress``, the loop's per-turn calls on the
-    task, the events and the frames) would otherwise be quickened and
+    What the shim runs often (pathlib's parsing, the loop's per-turn calls
+    on the task, the events and the frames) would otherwise be quickened and
     specialized in every shim, each copying the pages of those code objects;
     what the zygote runs per request (the pipe protocol, ``ShimConfig``'s
     map form) would be, in the zygote, after the first shims were forked,
@@ -188,10 +186,6 @@ def _rehearse() -> None:
             )
             if not config.task_dir.exists():
                 config.task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.getsignal(signum))
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(scratch / "shim.sock")
             events = EventSender(config.events_address)
             runc = ForkingRunc(config.runc_binary, config.runc_root, log_dir=config.task_dir)
             task = Task(config, runc, events.publish)
@@ -321,7 +315,7 @@ def spawn(config: ShimConfig) -> dict[str, Any]:
     """Fork a shim for ``config``; its pid once it is ready, or an error."""
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
-        child = _fork()
+        child = fork()
     except OSError as exc:
         os.close(ready_r)
         os.close(ready_w)
@@ -333,37 +327,6 @@ def spawn(config: ShimConfig) -> dict[str, Any]:
         return _read_ready(ready_r, config)
     finally:
         os.close(ready_r)
-
-
-# fork(2) itself, called with the GIL held (PyDLL), not os.fork(): see _fork.
-_libc_fork = ctypes.PyDLL(None, use_errno=True).fork
-_libc_fork.restype = ctypes.c_int
-_libc_fork.argtypes = []
-
-
-def _fork() -> int:
-    """``fork(2)`` without the interpreter's at-fork hooks; the child's pid, or 0 in it.
-
-    ``os.fork()`` runs Python code on both sides: in the child threading's
-    ``_after_fork``, logging's re-initialisation of its handlers' locks and
-    random's reseeding; in the parent logging's lock release. The child's
-    run is cold code, run once per shim: its code objects are quickened and
-    every object it touches gets its count written, which copied about
-    500 KiB of shared pages into each shim before it ran a line of its own
-    (and the parent's side dirtied pages the previous shim then kept). The
-    zygote is single-threaded, so nothing those hooks reset is held by
-    another thread: the child keeps the same thread (same ident, so
-    ``threading`` and ``signal`` see their main thread), and a signal the
-    zygote had not handled yet can only run ``_reap_shims`` in the child,
-    which finds no child to reap. Not reseeding ``random`` is harmless: the
-    shim does not use it (``tempfile`` reseeds when the pid changes, and runs
-    in helper children, forked by ``os.fork``).
-    """
-    pid = int(_libc_fork())
-    if pid < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"fork: {os.strerror(errno)}")
-    return pid
 
 
 def _read_ready(ready_r: int, config: ShimConfig) -> dict[str, Any]:
@@ -393,8 +356,9 @@ def _become_shim(config: ShimConfig, ready_r: int, ready_w: int) -> NoReturn:
     """In the zygote's child: become the shim."""
     try:
         os.close(ready_r)
+        # _signal's, not signal's: no enum conversions run in the shim.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
+            _signal.signal(signum, _signal.SIG_DFL)
         # SIGPIPE stays ignored (Python's default): a write to a stdout FIFO
         # whose reader left must fail with EPIPE, not kill the shim.
         prctl(PR_SET_PDEATHSIG, 0)

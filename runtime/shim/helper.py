@@ -22,6 +22,7 @@ and status, any :class:`~wire.errors.BerthError` by its wire code,
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import shutil
@@ -41,9 +42,40 @@ from runtime.runc import (
 )
 from wire.errors import BerthError, Unavailable, from_wire, to_wire
 
-__all__ = ["ForkingRunc", "call_in_child"]
+__all__ = ["ForkingRunc", "call_in_child", "fork"]
 
 T = TypeVar("T")
+
+
+# fork(2) itself, called with the GIL held (PyDLL), not os.fork(): see fork.
+_libc_fork = ctypes.PyDLL(None, use_errno=True).fork
+_libc_fork.restype = ctypes.c_int
+_libc_fork.argtypes = []
+
+
+def fork() -> int:
+    """``fork(2)`` without the interpreter's at-fork hooks; the child's pid, or 0 in it.
+
+    For single-threaded processes only: the zygote forking a shim, a shim
+    forking a helper. ``os.fork()`` runs Python code on both sides: in the
+    child threading's ``_after_fork``, logging's re-initialisation of its
+    handlers' locks and random's reseeding; in the parent logging's lock
+    release. For a shim that child's run is cold code, run once per shim:
+    its code objects are quickened and every object it touches gets its
+    count written, which copied about 300 KiB of the zygote's shared pages
+    into each shim before it ran a line of its own. With one thread nothing
+    those hooks reset is held by another: the child keeps the same thread
+    (same ident, so ``threading`` and ``signal`` see their main thread), and
+    a signal the parent had not handled yet runs its handler in the child,
+    where the zygote's (``_reap_shims``) finds no child to reap. Not
+    reseeding ``random`` is harmless: the shim does not use it, and
+    ``tempfile`` makes a new generator when the pid changes.
+    """
+    pid = int(_libc_fork())
+    if pid < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"fork: {os.strerror(errno)}")
+    return pid
 
 
 def call_in_child(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -53,7 +85,7 @@ def call_in_child(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.fork()
+        pid = fork()
     except BaseException:
         os.close(read_end)
         os.close(write_end)

@@ -34,6 +34,7 @@ failed ``create``) is sent after task_dir is gone, and then the shim exits.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal.signal without its enums
 import contextlib
 import ctypes
 import dataclasses
@@ -164,8 +165,13 @@ class ShimServer:
 
     def __init__(self, config: ShimConfig) -> None:
         self.config = config
-        with contextlib.suppress(PermissionError):  # already a session leader
+        # try/except rather than contextlib.suppress, and _signal.signal
+        # rather than signal.signal (its enum conversions), here and in the
+        # loop: code a shim never runs leaves the zygote's pages shared.
+        try:  # noqa: SIM105
             os.setsid()
+        except PermissionError:  # already a session leader
+            pass
         setproctitle(f"berth-shim {config.name}")
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         created = not config.task_dir.exists()
@@ -191,13 +197,15 @@ class ShimServer:
     def _open(self) -> None:
         # SIGCHLD must have a Python handler for the wake-up fd to be written.
         self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        _signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         self.listener = socket.socket(
             socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
         )
-        with contextlib.suppress(FileNotFoundError):
+        try:  # noqa: SIM105
             os.unlink(SHIM_SOCKET)  # left by a shim that was killed; we hold the flock
+        except FileNotFoundError:
+            pass
         # Owner only: whoever can send here can run processes as root. The
         # umask closes the window between bind and chmod.
         old_umask = os.umask(0o077)
@@ -253,9 +261,11 @@ class ShimServer:
             if deadline is not None:
                 self.task.expire_pending(time.monotonic())
             if self._wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
+                try:
                     while os.read(self._wake_r, 512):
                         pass
+                except BlockingIOError:
+                    pass
             # Before reaping: the OOM event goes out ahead of the EXIT it caused.
             if oom is not None and oom.fd in ready:
                 self._oom_seen(oom)
