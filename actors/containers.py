@@ -1,12 +1,15 @@
 """Container actors: one per container while something about it is in flight.
 
 A :class:`ContainerActor` serializes the operations that involve one
-container's runtime (task create, start, kill, delete, ...), so two of them
-can never interleave. Metadata-only calls do not need one (the metadata
-actor's transactions serialize them), and a million stored containers must
-not mean a million threads, so :class:`ContainerActors` starts an actor on
-the first message for a container and stops it once it has been idle (no
-message in flight, no task to watch) for ``idle_seconds``.
+container's runtime (task create and adoption, and it passes the task's
+operations on to the task's actor), so two of them can never interleave.
+Metadata-only calls do not need one (the metadata actor's transactions
+serialize them), and a million stored containers must not mean a million
+threads, so :class:`ContainerActors` starts an actor on the first message
+for a container and stops it once it has had no message in flight for
+``idle_seconds``, or for the shorter ``task_idle_seconds`` when the
+container has a task: a running task is kept by its handle in
+:class:`~actors.task_actors.TaskActors`, not by a thread.
 """
 
 from __future__ import annotations
@@ -25,19 +28,12 @@ import pykka
 
 from actors.metadata import DeleteContainer, DeleteTask, PutTask
 from actors.supervision import Directory, SupervisedActor
+from actors.task_actors import TaskActors
+from actors.task_handle import TaskHandle
 from actors.task_state import TaskState
-from actors.tasks import (
-    Adopted,
-    OomKilled,
-    ProcessExited,
-    ShimActor,
-    ShimCall,
-    ShimDied,
-    TaskActor,
-    TaskOp,
-    _Created,
-)
+from actors.tasks import Adopted, OomKilled, ProcessExited, ShimDied, TaskOp, _Created
 from runtime.checkpoint import unpack_checkpoint
+from runtime.shim_client import ShimClient
 from wire.errors import AlreadyExists, NotFound, Unavailable
 from wire.reply import Reply
 
@@ -68,11 +64,6 @@ class CreateTask:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskEnded:
-    """Internal: the task was deleted; the actor may become idle."""
-
-
-@dataclass(frozen=True, slots=True)
 class AdoptTask:
     """Restart: take over a task whose shim is alive (or gone) from a previous daemon."""
 
@@ -84,7 +75,7 @@ class AdoptTask:
 
 
 class ContainerActor(SupervisedActor):
-    """Serializes one container's operations, and owns its task's actors."""
+    """Serializes one container's operations; creates or adopts its task."""
 
     def __init__(
         self,
@@ -102,8 +93,6 @@ class ContainerActor(SupervisedActor):
         self.directory = directory
         self._finished = finished
         self.registry = registry
-        self.task: pykka.ActorRef[Any] | None = None
-        self.shim: pykka.ActorRef[Any] | None = None
 
     def on_receive(self, message: Any) -> Any:
         try:
@@ -115,8 +104,6 @@ class ContainerActor(SupervisedActor):
                 self._forward(message, message.reply)
             elif isinstance(message, ProcessExited | OomKilled | ShimDied):
                 self._forward(message, None)
-            elif isinstance(message, TaskEnded):
-                self._task_ended()
             elif isinstance(message, AdoptTask):
                 self._adopt(message)
             else:
@@ -125,22 +112,15 @@ class ContainerActor(SupervisedActor):
             self._finished((self.ns, self.container_id))
         return None
 
-    def on_stop(self) -> None:
-        # Daemon stop never stops tasks: only the daemon's side goes away.
-        for ref in (self.task, self.shim):
-            if ref is not None:
-                ref.stop(block=False)
-
     def _forward(self, message: Any, reply: Reply | None) -> None:
-        if self.task is None:
-            if reply is not None:
-                reply.fail(NotFound(f'task "{self.container_id}": not found'))
+        # To the task's actor, started from its handle if it has none now.
+        tasks = self.registry.tasks
+        if tasks.tell(self.ns, self.container_id, message) or reply is None:
             return
-        try:
-            self.task.tell(message)
-        except pykka.ActorDeadError:
-            if reply is not None:
-                reply.fail(NotFound(f'task "{self.container_id}": not found'))
+        if tasks.stopping:
+            reply.fail(Unavailable(f'task "{self.container_id}": the daemon is stopping'))
+        else:
+            reply.fail(NotFound(f'task "{self.container_id}": not found'))
 
     def _delete(self, message: DeleteContainer) -> None:
         # Wait for the commit so the next operation on this container sees
@@ -183,10 +163,11 @@ class ContainerActor(SupervisedActor):
 
     def _create_task(self, msg: CreateTask) -> None:
         rt = self.registry.runtime
-        if self.task is not None or rt is None:
+        tasks = self.registry.tasks
+        if tasks.get(self.ns, self.container_id) is not None or rt is None:
             msg.reply.fail(
                 AlreadyExists(f'container "{self.container_id}": already has a task')
-                if self.task is not None
+                if rt is not None
                 else Unavailable("tasks are not available in this daemon")
             )
             return
@@ -205,7 +186,7 @@ class ContainerActor(SupervisedActor):
         recorded = self._metadata_later(
             lambda done: PutTask(self.ns, self.container_id, record, True, done)
         )
-        shim = None
+        client: ShimClient | None = None
         try:
             shutil.rmtree(task_dir, ignore_errors=True)
             task_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -218,34 +199,29 @@ class ContainerActor(SupervisedActor):
             shim_pid = rt.zygote.spawn(
                 rt.shim_config(self.ns, self.container_id, msg.runtime_binary)
             )
-            shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
+            client = tasks.connect(task_dir)
             outcome = recorded()
             if isinstance(outcome, BaseException):
                 # Not our record to undo: leave it, stop the idle shim.
                 with contextlib.suppress(Exception):
-                    shim.ask(ShimCall("shutdown"), timeout=10)
-                shim.stop(block=False)
+                    client.call("shutdown")
+                client.close()
                 shutil.rmtree(task_dir, ignore_errors=True)
                 msg.reply.fail(outcome)
                 return
-            created: dict[str, Any] = shim.ask(  # type: ignore[assignment]
-                ShimCall(
-                    "create",
-                    {
-                        "bundle_spec": msg.bundle_spec,
-                        "rootfs": msg.rootfs,
-                        "stdin": msg.stdin,
-                        "stdout": msg.stdout,
-                        "stderr": msg.stderr,
-                        "terminal": msg.terminal,
-                        "checkpoint": checkpoint,
-                    },
-                ),
-                timeout=120,
+            created = client.call(
+                "create",
+                bundle_spec=msg.bundle_spec,
+                rootfs=msg.rootfs,
+                stdin=msg.stdin,
+                stdout=msg.stdout,
+                stderr=msg.stderr,
+                terminal=msg.terminal,
+                checkpoint=checkpoint,
             )
         except Exception as exc:
-            if shim is not None:
-                shim.stop(block=False)
+            if client is not None:
+                client.close()
             shutil.rmtree(task_dir, ignore_errors=True)
             if not isinstance(recorded(), BaseException):  # ours: undo it
                 self._metadata(lambda done: DeleteTask(self.ns, self.container_id, done))
@@ -255,75 +231,48 @@ class ContainerActor(SupervisedActor):
             # runc restore has read the images by the time create answers.
             shutil.rmtree(task_dir.parent / f".{self.container_id}.restore", ignore_errors=True)
         state = TaskState(self.ns, self.container_id, pid=int(created["pid"]))
-        self._start_task(state, task_dir, msg.spec, shim, msg.runtime_binary, shim_pid)
-        assert self.task is not None
-        self.task.tell(_Created(msg.reply))
+        handle = TaskHandle(state, task_dir, msg.runtime_binary, client)
+        self._keep(handle, shim_pid)
+        if not tasks.send(handle, _Created(msg.reply)):
+            msg.reply.fail(Unavailable(f'task "{self.container_id}": the daemon is stopping'))
 
-    def _start_task(
-        self,
-        state: TaskState,
-        task_dir: Path,
-        spec: dict[str, Any],
-        shim: pykka.ActorRef[Any],
-        binary: str,
-        shim_pid: int,
-    ) -> None:
-        rt = self.registry.runtime
-        assert rt is not None
-        registry, ns, cid = self.registry, self.ns, self.container_id
-        self.shim = shim
-        self.task = TaskActor.start(
-            None,
-            state=state,
-            task_dir=task_dir,
-            spec=spec,
-            directory=self.directory,
-            shim=shim,
-            # Through the registry, which counts messages in flight: an
-            # actor reaped with one still queued would lose it.
-            ended=lambda: registry.tell(ns, cid, TaskEnded(), start=False),
-            cleanup=lambda s: rt.cleanup_dead(s.ns, s.container_id, binary),
-            content=rt.content,
-            leases=rt.leases,
-            shown=lambda info: registry.show(ns, cid, info),
-            runtime_binary=binary,
-        )
-        self.registry.pin((self.ns, self.container_id), self.task)
+    def _keep(self, handle: TaskHandle, shim_pid: int) -> None:
+        """Hand the new task to the registry, and have its shim watched."""
+        self.registry.tasks.add(handle)
         if self.registry.watch is not None and shim_pid:
             self.registry.watch(self.ns, self.container_id, shim_pid)
 
     def _adopt(self, msg: AdoptTask) -> None:
         rt = self.registry.runtime
         assert rt is not None
+        tasks = self.registry.tasks
         task_dir = rt.task_dir(self.ns, self.container_id)
-        shim = ShimActor.start(None, self.ns, self.container_id, task_dir)
-        self._start_task(msg.state, task_dir, {}, shim, msg.binary, msg.shim_pid)
-        assert self.task is not None
-        self.task.tell(Adopted())
+        handle = TaskHandle(msg.state, task_dir, msg.binary, tasks.connect(task_dir))
+        try:
+            self._keep(handle, msg.shim_pid)
+        except AlreadyExists:
+            log.error("%s: adopted twice; keeping the task already adopted", self.name)
+            handle.client.close()
+            return
+        tasks.send(handle, Adopted())
         if msg.shim_alive:
             # Only the init's exit is replayed from the file; exec exits the
             # shim still queues arrive as events (see docs/protocol.md).
             for line in msg.exits:
                 if int(line.get("pid", -1)) != msg.state.pid:
                     continue
-                self.task.tell(
+                tasks.send(
+                    handle,
                     ProcessExited(
                         int(line["pid"]), int(line["exit_status"]), int(line["exited_at_ns"])
-                    )
+                    ),
                 )
         else:
-            self.task.tell(ShimDied())
-
-    def _task_ended(self) -> None:
-        for ref in (self.task, self.shim):
-            if ref is not None:
-                ref.stop(block=False)
-        self.task = self.shim = None
-        self.registry.pin((self.ns, self.container_id), None)
+            tasks.send(handle, ShimDied())
 
 
 class ContainerActors:
-    """Starts container actors on demand and stops idle ones."""
+    """Starts container actors on demand and stops idle ones; keeps the tasks' handles."""
 
     def __init__(
         self,
@@ -331,8 +280,10 @@ class ContainerActors:
         supervisor: pykka.ActorRef[Any] | None,
         *,
         idle_seconds: float = 30.0,
+        task_idle_seconds: float = 2.0,
         runtime: TaskRuntime | None = None,
         watch: Callable[[str, str, int], None] | None = None,
+        connect: Callable[[Path], ShimClient] | None = None,
     ) -> None:
         self.directory = directory
         self.supervisor = supervisor
@@ -342,11 +293,22 @@ class ContainerActors:
         self._lock = threading.Lock()
         # (ns, id) -> [ref, messages in flight, last activity (monotonic)]
         self._actors: dict[tuple[str, str], list[Any]] = {}
-        self._pinned: set[tuple[str, str]] = set()  # containers with a task
-        self._tasks: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
         # Live tasks' state as their actors last showed it: what Info and List
         # answer, so they agree with events already published.
         self._shown: dict[tuple[str, str], dict[str, Any]] = {}
+        self.tasks = TaskActors(
+            directory,
+            idle_seconds=task_idle_seconds,
+            runtime=runtime,
+            show=self.show,
+            lock=self._lock,  # one lock: an event goes to the task, else its container
+            connect=connect,
+        )
+
+    @property
+    def task_idle_seconds(self) -> float:
+        """How long an idle task's actor, or its container's, is kept."""
+        return self.tasks.idle_seconds
 
     def show(self, ns: str, container_id: str, info: dict[str, Any] | None) -> None:
         """Record a task's current wire state (None: the task is gone)."""
@@ -359,16 +321,6 @@ class ContainerActors:
         """A live task's current wire state, if its actor has shown one."""
         return self._shown.get((ns, container_id))
 
-    def pin(self, key: tuple[str, str], task: pykka.ActorRef[Any] | None) -> None:
-        """Keep a container's actor while it has a task (``task``), or stop keeping it."""
-        with self._lock:
-            if task is not None:
-                self._pinned.add(key)
-                self._tasks[key] = task
-            else:
-                self._pinned.discard(key)
-                self._tasks.pop(key, None)
-
     def __len__(self) -> int:
         return len(self._actors)
 
@@ -379,20 +331,19 @@ class ContainerActors:
     def tell(self, ns: str, container_id: str, message: Any, *, start: bool = True) -> bool:
         """Send ``message`` to the container's actor, starting it if ``start``.
 
-        Returns False (and sends nothing) when the container has no actor
-        and ``start`` is False.
+        A task's events (exits, OOM, its shim's death) go straight to the
+        task's actor when the container has a task. Returns False (and
+        sends nothing) when the container has no actor and ``start`` is False.
         """
         key = (ns, container_id)
-        if isinstance(message, ProcessExited):
-            # Straight to the task: one hop less on the exit -> event path.
-            task = self._tasks.get(key)
-            if task is not None:
-                try:
-                    task.tell(message)
-                    return True
-                except pykka.ActorDeadError:
-                    pass
         with self._lock:
+            # A task's event goes straight to its actor: one hop less on the
+            # exit -> event path, and the container needs no actor for it.
+            # Without a task (its create is in flight) the container's actor
+            # queues it behind that.
+            task_event = isinstance(message, ProcessExited | OomKilled | ShimDied)
+            if task_event and self.tasks.tell_locked(key, message):
+                return True
             entry = self._actors.get(key)
             if entry is None:
                 if not start:
@@ -415,24 +366,32 @@ class ContainerActors:
                 entry[2] = time.monotonic()
 
     def reap(self, now: float | None = None) -> int:
-        """Stop the actors idle for ``idle_seconds``; returns how many."""
+        """Stop the container and task actors idle long enough; returns how many.
+
+        A container with a task is idle after ``task_idle_seconds``, one
+        without after ``idle_seconds``; task actors as :meth:`TaskActors.reap`.
+        """
         now = time.monotonic() if now is None else now
         stopped = []
         with self._lock:
             for key, (ref, in_flight, last) in list(self._actors.items()):
-                if key in self._pinned:
-                    continue
-                if in_flight == 0 and now - last >= self.idle_seconds:
+                has_task = self.tasks.has_locked(key)
+                idle = self.tasks.idle_seconds if has_task else self.idle_seconds
+                if in_flight == 0 and now - last >= idle:
                     del self._actors[key]
                     stopped.append(ref)
         for ref in stopped:
             ref.stop(block=False)
-        return len(stopped)
+        return len(stopped) + self.tasks.reap(now)
 
     def stop_all(self) -> None:
-        """Stop every container actor (daemon shutdown), after its queued work."""
+        """Stop every container actor after its queued work, then the task actors.
+
+        Daemon shutdown: the tasks keep running (a restarted daemon adopts them).
+        """
         with self._lock:
             refs = [entry[0] for entry in self._actors.values()]
             self._actors.clear()
         for ref in refs:
             ref.stop(block=True, timeout=10)
+        self.tasks.stop_all()

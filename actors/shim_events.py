@@ -8,8 +8,8 @@ queue is full) and sends them again later, so a restarted daemon still
 receives them; the exits file a shim writes first is the ground truth, read
 at start-up. The listener also holds a pidfd per shim: when one becomes
 readable the shim is gone, and its task is told so it can be torn down.
-Both are routed to the container's actor, which passes them to its task
-actor, in order with the task's operations.
+Both are routed to the task's actor (started from its handle if it has
+none now; to the container's actor while the task's create is in flight).
 """
 
 from __future__ import annotations

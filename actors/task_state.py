@@ -9,6 +9,14 @@
 A task that exits while ``Start`` is in flight ends STOPPED, never
 RUNNING: the exit is recorded as it is observed, and a start that
 finishes afterwards does not overwrite it.
+
+Execs start concurrently (their shim calls run beside the task's actor),
+so the exit of an exec'd process can be observed before the reply that
+names its pid. While execs are starting, an exit of a pid the state does
+not know as a live exec is held (:meth:`TaskState.hold_exit`) and given
+back when that pid's exec has been recorded, or, for a pid no exec names,
+when the last starting exec has answered (:meth:`TaskState.exec_started`):
+EXEC_ADDED always precedes its EXIT, and no exit is lost.
 """
 
 from __future__ import annotations
@@ -52,6 +60,10 @@ class TaskState:
     exit_status: int = 0
     exited_at_ns: int = 0
     execs: dict[int, ExecProcess] = field(default_factory=dict)
+    # Execs sent to the shim whose reply has not been recorded yet.
+    execs_starting: int = 0
+    # pid -> (exit_status, exited_at_ns) of exits seen while execs were starting
+    held_exits: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def owner(self) -> str:
@@ -131,6 +143,46 @@ class TaskState:
             return False
         proc.exited, proc.exit_status, proc.exited_at_ns = True, exit_status, exited_at_ns
         return True
+
+    def exec_starting(self) -> None:
+        """An exec was sent to the shim; its pid is not known until it answers."""
+        self.execs_starting += 1
+
+    def hold_exit(self, pid: int, exit_status: int, exited_at_ns: int) -> bool:
+        """Hold an exit that may belong to an exec still starting; True when held.
+
+        Only while execs are starting, and only for a pid that is neither the
+        init nor a live exec: a pid known as exited may have been reused by
+        the exec that is starting.
+        """
+        if not self.execs_starting or pid == self.pid:
+            return False
+        proc = self.execs.get(pid)
+        if proc is not None and not proc.exited:
+            return False
+        self.held_exits[pid] = (exit_status, exited_at_ns)
+        return True
+
+    def exec_started(self, pid: int | None) -> list[tuple[int, int, int]]:
+        """An exec answered (``pid``, or None: it failed); the held exits to record now.
+
+        Returns ``(pid, exit_status, exited_at_ns)`` for the held exit of
+        ``pid``, and, once no exec is starting, every exit still held (of
+        processes no exec named, treated as :meth:`exited` treats them).
+        """
+        if self.execs_starting <= 0:
+            raise FailedPrecondition(f"{self.owner}: an exec answered that was not starting")
+        self.execs_starting -= 1
+        released: list[tuple[int, int, int]] = []
+        if pid is not None:
+            self.execs[pid] = ExecProcess(pid)
+            held = self.held_exits.pop(pid, None)
+            if held is not None:
+                released.append((pid, *held))
+        if not self.execs_starting:
+            released.extend((p, status, at) for p, (status, at) in self.held_exits.items())
+            self.held_exits.clear()
+        return released
 
     def live_pid(self, pid: int) -> int:
         """``pid`` (0 meaning init) if it is a live process of the task, else NotFound."""

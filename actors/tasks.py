@@ -1,15 +1,25 @@
-"""Task and shim actors: one of each per running task.
+"""Task actors: one task's state, operations and events, while it has messages.
 
-The :class:`TaskActor` holds the task's state (:mod:`actors.task_state`),
-serializes its operations, and answers their requests. The
-:class:`ShimActor` owns the one socket to the task's shim process and makes
-the blocking calls; the task actor asks it and waits, which is safe because
-a shim actor never asks anyone.
+The :class:`TaskActor` of a task serializes its operations and answers
+their requests, calling the task's shim through the handle's
+:class:`~runtime.shim_client.ShimClient` and waiting (a shim never calls
+back). It is started from the task's :class:`~actors.task_handle.TaskHandle`
+when a message for the task arrives and stopped once idle
+(:class:`actors.task_actors.TaskActors`); the handle keeps the state between.
 
 Exits reach the task actor as :class:`ProcessExited` messages (from the
 shim's event stream, or read from its exit file after a restart); an exit
 that arrives while ``Start`` is in flight queues behind it, so START is
 always published before EXIT.
+
+Execs do not hold the actor for the ~20 ms runc takes: the shim call runs
+on the daemon's exec pool over its own connection, and its answer comes
+back as :class:`_ExecDone`, when the exec is recorded, EXEC_ADDED is
+published and the client answered. An exec's exit can arrive before that
+answer; :class:`~actors.task_state.TaskState` holds it until then. Delete,
+Pause and Checkpoint wait for the execs that are starting (and everything
+sent after them waits behind them, in order), so no EXEC_ADDED follows
+DELETE and no exec joins a frozen or dumped cgroup.
 """
 
 from __future__ import annotations
@@ -18,8 +28,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,67 +36,26 @@ import pykka
 
 from actors.events import Publish
 from actors.image_records import GC_ROOT_LABEL, add_content
-from actors.leases import Leases
 from actors.metadata import DeleteTask, PutTask, transact
-from actors.supervision import Directory, SupervisedActor
-from actors.task_state import ExecProcess, TaskState, TaskStatus
+from actors.supervision import SupervisedActor
+from actors.task_handle import TaskHandle, TaskHost
+from actors.task_state import TaskState, TaskStatus
 from runtime.checkpoint import store_checkpoint
-from runtime.content import ContentStore
-from runtime.shim_client import ShimClient, read_exits
+from runtime.shim_client import read_exits
 from wire.codec import pack, timestamp_or_nil
-from wire.errors import BerthError, Unavailable
+from wire.errors import BerthError, NotFound, Unavailable
 from wire.reply import Reply
 
 __all__ = [
     "Adopted",
     "OomKilled",
     "ProcessExited",
-    "ShimActor",
-    "ShimCall",
     "ShimDied",
     "TaskActor",
     "TaskOp",
 ]
 
 log = logging.getLogger(__name__)
-
-SHIM_CALL_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class ShimCall:
-    """Ask (``ask``) the shim actor to make one call to its shim."""
-
-    op: str
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-class ShimActor(SupervisedActor):
-    """Owns the socket to one shim; makes its calls one at a time."""
-
-    def __init__(
-        self, supervisor: pykka.ActorRef[Any] | None, ns: str, cid: str, task_dir: Path
-    ) -> None:
-        super().__init__(supervisor)
-        self.name = f"shim:{ns}/{cid}"
-        self.task_dir = task_dir
-        self.client: ShimClient | None = None
-
-    def on_start(self) -> None:
-        super().on_start()
-        # zmq sockets belong to one thread: make it in the actor's own.
-        self.client = ShimClient(self.task_dir, timeout=SHIM_CALL_TIMEOUT)
-
-    def on_stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-
-    def on_receive(self, message: Any) -> Any:
-        if isinstance(message, ShimCall):
-            assert self.client is not None
-            return self.client.call(message.op, **message.args)
-        log.warning("%s: unexpected message %r", self.name, message)
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,55 +100,52 @@ class _Created:
     reply: Reply
 
 
+@dataclass(frozen=True, slots=True)
+class _ExecDone:
+    """Internal: the shim answered an exec (its pid, or why it failed)."""
+
+    outcome: int | BaseException
+    reply: Reply
+
+
+# Operations that wait for the execs now starting: Delete must not let an
+# EXEC_ADDED follow DELETE; Pause and Checkpoint would freeze or dump a
+# cgroup an exec is joining. (They were serialized with execs before execs
+# ran beside the actor; every other operation still does not wait.)
+_AFTER_EXECS = frozenset({"delete", "pause", "checkpoint"})
+
+
 class TaskActor(SupervisedActor):
     """One task: its state, its operations in order, its events."""
 
     def __init__(
-        self,
-        supervisor: pykka.ActorRef[Any] | None,
-        *,
-        state: TaskState,
-        task_dir: Path,
-        spec: dict[str, Any],
-        directory: Directory,
-        shim: pykka.ActorRef[Any],
-        ended: Callable[[], None],
-        cleanup: Callable[[TaskState], None],
-        content: ContentStore,
-        shown: Callable[[dict[str, Any] | None], None] = lambda _info: None,
-        runtime_binary: str = "runc",
-        leases: Leases | None = None,
+        self, supervisor: pykka.ActorRef[Any] | None, handle: TaskHandle, host: TaskHost
     ) -> None:
         super().__init__(supervisor)
-        self.state = state
-        self.name = f"task:{state.ns}/{state.container_id}"
-        self.task_dir = task_dir
-        self.spec = spec
-        self.directory = directory
-        self.shim = shim
-        self._ended = ended
-        self._cleanup = cleanup
-        self.content = content
-        self._shown = shown  # where Info and List read a live task's state
-        self.runtime_binary = runtime_binary
-        self.leases = leases or Leases()
+        self.handle = handle
+        self.host = host
+        self.name = handle.name
+
+    @property
+    def state(self) -> TaskState:
+        """The task's state (kept by the handle, across actors)."""
+        return self.handle.state
+
+    @property
+    def task_dir(self) -> Path:
+        """The task's state directory: bundle, shim socket, exit file."""
+        return self.handle.task_dir
 
     # plumbing
 
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = self.shim.ask(  # type: ignore[assignment]
-                ShimCall(op, args), timeout=SHIM_CALL_TIMEOUT + 5
-            )
-        except pykka.ActorDeadError:
-            raise Unavailable(f"{self.state.owner}: shim is gone") from None
-        return result
+        return self.handle.client.call(op, **args)
 
     def _publish(
         self, type_: str, pid: int = 0, exit_status: int = 0, exited_at_ns: int = 0
     ) -> None:
         try:
-            self.directory.tell(
+            self.host.directory.tell(
                 "events",
                 Publish(
                     self.state.ns, self.state.container_id, type_, pid, exit_status, exited_at_ns
@@ -191,7 +156,7 @@ class TaskActor(SupervisedActor):
 
     def _show(self) -> None:
         """Make the current state what Info and List answer."""
-        self._shown(self.info())
+        self.host.show(self.state.ns, self.state.container_id, self.info())
 
     def _persist(self) -> None:
         s = self.state
@@ -201,13 +166,14 @@ class TaskActor(SupervisedActor):
             "exit_status": s.exit_status,
             "exited_at_ns": s.exited_at_ns,
             "task_dir": str(self.task_dir),
-            "runtime_binary": self.runtime_binary,
+            "runtime_binary": self.handle.runtime_binary,
         }
         self._show()
-        # Not waited for: this actor's writes reach the metadata actor in
-        # order, Info and List answer from what _show published, and a
-        # restarted daemon takes a live task's status from its shim.
-        self.directory.tell("metadata", PutTask(s.ns, s.container_id, record, False))
+        # Not waited for: this task's writes reach the metadata actor in
+        # order (one actor at a time sends them), Info and List answer from
+        # what _show published, and a restarted daemon takes a live task's
+        # status from its shim.
+        self.host.directory.tell("metadata", PutTask(s.ns, s.container_id, record, False))
 
     def info(self) -> dict[str, Any]:
         """The wire Task of this task."""
@@ -225,31 +191,53 @@ class TaskActor(SupervisedActor):
     # messages
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, TaskOp):
-            try:
-                handler = getattr(self, f"_op_{message.op}")
-                handler(message.args, message.reply)
-            except BerthError as exc:
-                message.reply.fail(exc)
-            except Exception as exc:
-                message.reply.fail(exc)
-        elif isinstance(message, ProcessExited):
-            self._exited(message)
-        elif isinstance(message, Adopted):
-            self._persist()  # the record may trail the shim: its writes are not waited for
-        elif isinstance(message, OomKilled):
-            self._publish("OOM", message.pid)
-        elif isinstance(message, ShimDied):
-            self._shim_died()
-        elif isinstance(message, _Created):
-            self._persist()
-            self._publish("CREATE", self.state.pid)
-            message.reply.ok({"container_id": self.state.container_id, "pid": self.state.pid})
-        else:
-            log.warning("%s: unexpected message %r", self.name, message)
+        try:
+            if isinstance(message, TaskOp):
+                self.handle.deferred.append(message)
+                self._run_deferred()
+            elif isinstance(message, ProcessExited):
+                self._exited(message)
+            elif isinstance(message, _ExecDone):
+                self._exec_done(message)
+                self._run_deferred()
+            elif isinstance(message, Adopted):
+                self._persist()  # the record may trail the shim: its writes are not waited for
+            elif isinstance(message, OomKilled):
+                self._publish("OOM", message.pid)
+            elif isinstance(message, ShimDied):
+                self._shim_died()
+            elif isinstance(message, _Created):
+                self._persist()
+                self._publish("CREATE", self.state.pid)
+                message.reply.ok({"container_id": self.state.container_id, "pid": self.state.pid})
+            else:
+                log.warning("%s: unexpected message %r", self.name, message)
+        finally:
+            self.host.finished(self.handle)
         return None
 
+    def _run_deferred(self) -> None:
+        """Run the operations in order, up to one that must wait for starting execs."""
+        deferred = self.handle.deferred
+        while deferred:
+            if self.state.execs_starting and deferred[0].op in _AFTER_EXECS:
+                return  # its turn comes with the last _ExecDone
+            self._op(deferred.pop(0))
+
+    def _op(self, message: TaskOp) -> None:
+        try:
+            if self.handle.ended:
+                raise NotFound(f"{self.state.owner}: not found")
+            handler = getattr(self, f"_op_{message.op}")
+            handler(message.args, message.reply)
+        except BerthError as exc:
+            message.reply.fail(exc)
+        except Exception as exc:
+            message.reply.fail(exc)
+
     def _exited(self, event: ProcessExited) -> None:
+        if self.state.hold_exit(event.pid, event.exit_status, event.exited_at_ns):
+            return  # perhaps an exec's whose reply is still coming: see _exec_done
         if not self.state.exited(event.pid, event.exit_status, event.exited_at_ns):
             return  # already known: the exit file and the event queue both carry it
         # Published before the task record is updated: the exit is already
@@ -265,7 +253,7 @@ class TaskActor(SupervisedActor):
         if self.state.status is TaskStatus.STOPPED and self.task_dir.exists() is False:
             return
         log.error("%s: shim died; cleaning up the task", self.name)
-        self._cleanup(self.state)  # kills processes, removes mounts and runc state
+        self.host.cleanup(self.handle)  # kills processes, removes mounts and runc state
         if self.state.status is not TaskStatus.STOPPED:
             status, at = _exit_from_file(self.task_dir, self.state.pid)
             self.state.exited(self.state.pid, status, at)
@@ -306,11 +294,43 @@ class TaskActor(SupervisedActor):
 
     def _op_exec(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_running("exec")
-        result = self._call("exec", **args)
-        pid = int(result["pid"])
-        self.state.execs[pid] = ExecProcess(pid)
-        self._publish("EXEC_ADDED", pid)
-        reply.ok({"pid": pid})
+        handle, host = self.handle, self.host
+
+        def call_shim() -> None:
+            # On a pool thread, over a connection of its own: the shim
+            # serves each connection independently, so execs of one task
+            # run side by side while this actor goes on with its messages.
+            outcome: int | BaseException
+            try:
+                with host.exec_client(handle) as client:
+                    outcome = int(client.call("exec", **args)["pid"])
+            except Exception as exc:
+                outcome = exc
+            if not host.send(handle, _ExecDone(outcome, reply)):
+                # No actor takes it (the daemon is stopping): answer from
+                # here; the process runs, but no EXEC_ADDED is published.
+                if isinstance(outcome, BaseException):
+                    reply.fail(outcome)
+                else:
+                    reply.ok({"pid": outcome})
+
+        self.state.exec_starting()
+        try:
+            host.run_exec(call_shim)
+        except Exception as exc:
+            self._exec_done(_ExecDone(exc, reply))
+
+    def _exec_done(self, done: _ExecDone) -> None:
+        # Record the exec and announce it, then the exits that waited for it.
+        pid = done.outcome if isinstance(done.outcome, int) else None
+        released = self.state.exec_started(pid)
+        if isinstance(done.outcome, BaseException):
+            done.reply.fail(done.outcome)
+        else:
+            self._publish("EXEC_ADDED", done.outcome)
+            done.reply.ok({"pid": done.outcome})
+        for exited_pid, status, at in released:
+            self._exited(ProcessExited(exited_pid, status, at))
 
     def _op_pty(self, args: dict[str, Any], reply: Reply) -> None:
         pid = self.state.live_pid(args["pid"])
@@ -349,9 +369,12 @@ class TaskActor(SupervisedActor):
         result = self._call("checkpoint", **args)
         image = Path(result["image_path"])
         ns = self.state.ns
+        content = self.host.content
         try:
-            with self.leases.hold() as lease:
-                descriptor = store_checkpoint(image, self.content, hold=lease.blob)
+            if content is None:
+                raise Unavailable(f"{self.state.owner}: checkpoints are not stored by this daemon")
+            with self.host.leases.hold() as lease:
+                descriptor = store_checkpoint(image, content, hold=lease.blob)
                 # A root of garbage collection until the user deletes it
                 # (Content/Delete), as containerd labels checkpoints.
                 labels = {GC_ROOT_LABEL: str(time.time_ns())}
@@ -360,7 +383,7 @@ class TaskActor(SupervisedActor):
                     add_content(txn, store, ns, [descriptor["digest"]], stamp, labels)
                     return b""
 
-                transact(self.directory, record)
+                transact(self.host.directory, record)
         finally:
             shutil.rmtree(image, ignore_errors=True)
         reply.ok({"descriptors": [descriptor]})
@@ -376,13 +399,17 @@ class TaskActor(SupervisedActor):
             try:
                 self._call("delete")
             except Unavailable:
-                self._cleanup(self.state)
+                self.host.cleanup(self.handle)
         shutil.rmtree(self.task_dir, ignore_errors=True)
         s = self.state
         done = threading.Event()
-        self.directory.tell("metadata", DeleteTask(s.ns, s.container_id, lambda _r: done.set()))
+        self.host.directory.tell(
+            "metadata", DeleteTask(s.ns, s.container_id, lambda _r: done.set())
+        )
         done.wait(30)
-        self._shown(None)
+        self.host.show(s.ns, s.container_id, None)
+        # Before the reply: a Create sent after it must find no task here.
+        self.host.end(self.handle)
         self._publish("DELETE", s.pid, s.exit_status, s.exited_at_ns)
         reply.ok_packed(
             pack(
@@ -393,7 +420,6 @@ class TaskActor(SupervisedActor):
                 }
             )
         )
-        self._ended()
 
 
 def _exit_from_file(task_dir: Path, pid: int) -> tuple[int, int]:

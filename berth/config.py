@@ -37,6 +37,9 @@ class DaemonConfig:
     socket_group: str = ""
     curve_dir: Path | None = None
     container_idle_seconds: float = 30.0
+    # The actors of a task, and of its container, are stopped after this
+    # long without a message, while the task runs (its handle stays).
+    task_idle_seconds: float = 2.0
     runtimes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
     # "overlayfs" falls back to "native" (logged) where overlayfs cannot mount.
     snapshotter: str = "overlayfs"
@@ -75,6 +78,7 @@ _TYPES: dict[str, type] = {
     "socket_group": (str, int),  # type: ignore[dict-item]  # a name or a gid
     "curve_dir": str,
     "container_idle_seconds": float,
+    "task_idle_seconds": float,
     "runtimes": dict,
     "snapshotter": str,
     "gc_grace_seconds": float,
@@ -130,6 +134,9 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
     grace = data.get("gc_grace_seconds", DaemonConfig.gc_grace_seconds)
     if grace < 0:
         raise ConfigError("gc_grace_seconds must not be negative")
+    task_idle = data.get("task_idle_seconds", DaemonConfig.task_idle_seconds)
+    if task_idle <= 0:
+        raise ConfigError("task_idle_seconds must be positive")
     return DaemonConfig(
         root=root.absolute(),
         state=state.absolute(),
@@ -140,6 +147,7 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
         socket_group=str(data.get("socket_group", "")),
         curve_dir=Path(data["curve_dir"]) if data.get("curve_dir") else None,
         container_idle_seconds=data.get("container_idle_seconds", 30.0),
+        task_idle_seconds=task_idle,
         runtimes=runtimes,
         snapshotter=snapshotter,
         gc_grace_seconds=grace,

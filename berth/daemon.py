@@ -135,6 +135,7 @@ class Daemon:
             self.directory,
             self.supervisor,
             idle_seconds=config.container_idle_seconds,
+            task_idle_seconds=config.task_idle_seconds,
             runtime=self.task_runtime,
         )
         self.shim_events = ShimEvents(self.context, events_address, self.containers)
@@ -224,7 +225,10 @@ class Daemon:
         )
 
     def _reap(self) -> None:
-        interval = max(0.5, self.config.container_idle_seconds / 2)
+        # Often enough for the shorter idle time: a task's actors are reaped
+        # after task_idle_seconds, while its task keeps running.
+        idle = min(self.config.container_idle_seconds, self.config.task_idle_seconds)
+        interval = max(0.25, idle / 2)
         while not self._stopped.wait(interval):
             self.containers.reap()
 

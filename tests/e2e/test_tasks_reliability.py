@@ -47,11 +47,21 @@ THREAD_MARGIN = 5  # threads likewise
 class Berthd:
     """A test's own daemon, and the ids whose shims it may have to clean up."""
 
-    def __init__(self, tmp_path: Path, idle_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        idle_seconds: float | None = None,
+        task_idle_seconds: float | None = None,
+    ) -> None:
         args: list[str] = []
+        lines = []
         if idle_seconds is not None:
+            lines.append(f"container_idle_seconds = {idle_seconds}\n")
+        if task_idle_seconds is not None:
+            lines.append(f"task_idle_seconds = {task_idle_seconds}\n")
+        if lines:
             config = tmp_path / "berthd.toml"
-            config.write_text(f"container_idle_seconds = {idle_seconds}\n")
+            config.write_text("".join(lines))
             args = ["--config", str(config)]
         self.d = make_daemon(tmp_path, *args)
         self.ids: list[str] = []
@@ -307,5 +317,57 @@ def test_fifty_tasks_from_eight_concurrent_clients_leave_nothing_behind_and_leak
                     f"threads {base_threads} -> {nthreads} (margin +{FD_MARGIN}/+{THREAD_MARGIN})"
                 )
             time.sleep(0.5)
+    finally:
+        b.teardown()
+
+
+def _settle_threads(pid: int, at_most: int, timeout: float = 15.0) -> int:
+    """Wait until the daemon runs at most ``at_most`` threads; how many it runs."""
+    deadline = time.monotonic() + timeout
+    while (threads := _counts(pid)[1]) > at_most:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"daemon still runs {threads} threads, wanted <= {at_most}")
+        time.sleep(0.1)
+    return threads
+
+
+def test_a_running_tasks_actors_are_stopped_when_idle_and_it_still_answers_everything(
+    tmp_path: Path, busybox_rootfs: Path
+) -> None:
+    b = Berthd(tmp_path, idle_seconds=1.0, task_idle_seconds=0.5)
+    b.d.start()
+    try:
+        assert b.d.proc is not None
+        daemon_pid = b.d.proc.pid
+        cid = b.new_id("rel-idle")
+        with b.client() as client, EventStream(b.d.address) as events:
+            client.containers.create(cid, spec=make_spec(busybox_rootfs, ["sleep", "600"]))
+            client.tasks.list()
+            base = _settle_threads(daemon_pid, 10**6)
+            init = client.tasks.create(cid)["pid"]
+            client.tasks.start(cid)
+            # Its container's actor and its task's run now (reaped after 0.5 s idle).
+            assert _counts(daemon_pid)[1] > base
+            _settle_threads(daemon_pid, base)
+            assert client.tasks.info(cid)["status"] == "RUNNING"
+
+            # A dormant task: its container's and its own actor start again.
+            pid = client.tasks.exec(cid, spec=process(["sh", "-c", "exit 4"]))["pid"]
+            events.wait_for(type="EXEC_ADDED", id=cid, pid=pid)
+            assert events.wait_for(type="EXIT", id=cid, pid=pid)["exit_status"] == 4
+            # The exec pool keeps its one thread; the actors go again.
+            _settle_threads(daemon_pid, base + 1)
+
+            # Its init's exit reaches the dormant task straight from the shim.
+            client.tasks.kill(cid, signal.SIGKILL)
+            exit_ = events.wait_for(type="EXIT", id=cid, pid=init)
+            assert exit_["exit_status"] == 137
+            wait_status(client, cid, "STOPPED")
+            _settle_threads(daemon_pid, base + 1)
+            assert client.tasks.delete(cid)["exit_status"] == 137
+            events.wait_for(type="DELETE", id=cid)
+            client.containers.delete(cid)
+            assert client.tasks.list() == []
+        assert shim_pids(NS, cid) == []
     finally:
         b.teardown()

@@ -563,6 +563,43 @@ def test_an_exec_is_announced_and_its_exit_reported_with_its_own_pid(
     assert task["pid"] == init
 
 
+def test_eight_concurrent_execs_into_one_task_each_get_their_pid_and_exit_in_order(
+    daemon: DaemonProcess, client: berth.Client, container: Callable[..., str], events: EventStream
+) -> None:
+    cid = container(["sleep", "60"])
+    client.tasks.create(cid)
+    client.tasks.start(cid)
+    count = 8
+    start = threading.Barrier(count)
+    pids: dict[int, int] = {}
+    errors: list[str] = []
+
+    def one(n: int) -> None:
+        with berth.Client(daemon.address, timeout=CALL_TIMEOUT) as mine:
+            start.wait(10)
+            try:
+                pid = mine.tasks.exec(cid, spec=process(["sh", "-c", f"exit {n}"]))["pid"]
+            except berth.BerthError as exc:
+                errors.append(f"exec {n}: {exc}")
+                return
+            pids[pid] = n
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CALL_TIMEOUT + 10)
+    assert errors == []
+    assert len(pids) == count, pids
+    for pid, n in pids.items():
+        assert events.wait_for(type="EXIT", id=cid, pid=pid)["exit_status"] == n
+    mine = [e for e in events.seen if e.get("id") == cid]
+    for pid in pids:
+        kinds = [e["type"] for e in mine if e.get("pid") == pid]
+        assert kinds == ["EXEC_ADDED", "EXIT"], (pid, kinds)
+    assert client.tasks.info(cid)["status"] == "RUNNING"
+
+
 def test_exec_on_a_stopped_task_is_failed_precondition(
     client: berth.Client, container: Callable[..., str], events: EventStream
 ) -> None:

@@ -87,3 +87,43 @@ def test_event_seqs_increase_and_are_reserved_in_blocks(reply_factory):
     assert events[0]["exited_at"].to_unix_nano() == 7
     assert reservations == [41 + SEQ_BLOCK]
     pykka.ActorRegistry.stop_all()
+
+
+def test_an_exit_seen_before_its_execs_reply_is_held_until_the_exec_is_recorded():
+    s = TaskState("default", "web", pid=10, status=TaskStatus.RUNNING)
+    s.exec_starting()
+    s.exec_starting()
+    assert s.hold_exit(20, 3, 5) is True
+    assert s.hold_exit(10, 0, 6) is False  # the init's exit is never held
+    assert s.exec_started(20) == [(20, 3, 5)]
+    assert 20 in s.execs and not s.execs[20].exited
+    assert s.exec_started(21) == []
+
+
+def test_exits_no_exec_named_are_released_when_the_last_starting_exec_answers():
+    s = TaskState("default", "web", pid=10, status=TaskStatus.RUNNING)
+    s.exec_starting()
+    s.exec_starting()
+    assert s.hold_exit(30, 1, 5)
+    assert s.exec_started(None) == []  # failed; another is still starting
+    assert s.exec_started(31) == [(30, 1, 5)]
+    assert s.held_exits == {}
+    assert s.hold_exit(32, 0, 6) is False  # nothing starting: not held
+
+
+def test_a_live_execs_exit_is_not_held_but_a_reused_pids_is():
+    s = TaskState("default", "web", pid=10, status=TaskStatus.RUNNING)
+    s.exec_starting()
+    assert s.exec_started(40) == []
+    s.exec_starting()
+    assert s.hold_exit(40, 0, 5) is False  # exec 40 is live: its exit applies now
+    assert s.exited(40, 0, 5)
+    assert s.hold_exit(40, 2, 9) is True  # 40 exited: a new exec may have its pid
+    assert s.exec_started(40) == [(40, 2, 9)]
+    assert s.exited(40, 2, 9) is True  # the new exec's exit is not taken for a repeat
+
+
+def test_an_exec_answer_that_was_not_starting_is_refused():
+    s = TaskState("default", "web", pid=10, status=TaskStatus.RUNNING)
+    with pytest.raises(FailedPrecondition):
+        s.exec_started(5)
