@@ -21,8 +21,7 @@ from bench.load import RunOptions
 from bench.session import LoadOutcome, Session, open_session
 from bench.snapshot_ops import SnapshotParams, snapshot_op
 from bench.target import Target
-from bench.task_ops import TaskParams, lifecycle_op
-from bench.task_setup import check_exits, clear_namespace
+from bench.task_setup import clear_namespace, lifecycle_phases
 
 __all__ = ["TASK_CHURN_NS", "snapshot_churn", "task_churn"]
 
@@ -43,20 +42,8 @@ def task_churn(options: RunOptions, target: Target, rootfs: Path) -> LoadOutcome
 def _task_churn(session: Session, rootfs: Path) -> None:
     for backend in session.backends:
         clear_namespace(session, backend, TASK_CHURN_NS)
-    params = TaskParams(TASK_CHURN_NS, str(rootfs))
-    for clients in session.options.clients:
-        for shape in session.shapes:
-            for backend in session.backends:
-                session.phase(
-                    "lifecycle",
-                    clients,
-                    lifecycle_op,
-                    [params] * clients,
-                    backend=backend,
-                    shape=shape,
-                )
-                when = f"churn at {clients}"
-                check_exits(session, backend, TASK_CHURN_NS, clients, when, shape)
+    for _ in lifecycle_phases(session, TASK_CHURN_NS, rootfs, "churn at {clients}"):
+        pass
 
 
 def snapshot_churn(options: RunOptions, target: Target, ns: str, parent: str) -> LoadOutcome:

@@ -30,8 +30,7 @@ from bench.load import RunOptions
 from bench.options import at_least_one
 from bench.session import Session, run_load_scenario
 from bench.task_events import EventSubscriber
-from bench.task_ops import TaskParams, lifecycle_op
-from bench.task_setup import check_exits, clear_namespace, scratch_rootfs
+from bench.task_setup import clear_namespace, lifecycle_phases, scratch_rootfs
 from wire.codec import timestamp_ns
 
 __all__ = ["NAMESPACE", "add_arguments", "run"]
@@ -157,25 +156,12 @@ def _measure(session: Session, count: int) -> None:
             for backend in session.backends:
                 clear_namespace(session, backend, NAMESPACE)
                 subs[backend] = _open(session, backend, count)
-            params = TaskParams(NAMESPACE, str(rootfs))
-            for clients in session.options.clients:
-                for shape in session.shapes:
-                    for backend in session.backends:
-                        session.phase(
-                            "lifecycle",
-                            clients,
-                            lifecycle_op,
-                            [params] * clients,
-                            backend=backend,
-                            shape=shape,
-                        )
-                        when = f"at {clients} clients"
-                        expected[backend] += check_exits(
-                            session, backend, NAMESPACE, clients, when, shape
-                        )
-                        _wait_for(subs[backend], expected[backend])
-                        when = session.tagged(when, shape)
-                        _check(session, backend, subs[backend], expected[backend], when)
+            phases = lifecycle_phases(session, NAMESPACE, rootfs, "at {clients} clients")
+            for clients, shape, backend, started in phases:
+                expected[backend] += started
+                _wait_for(subs[backend], expected[backend])
+                when = session.tagged(f"at {clients} clients", shape)
+                _check(session, backend, subs[backend], expected[backend], when)
     finally:
         for backend, group in subs.items():
             for sub in group:

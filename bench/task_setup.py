@@ -20,14 +20,22 @@ from bench.session import Session
 from bench.task_host import task_spec
 from bench.task_ops import (
     ExitLedger,
+    TaskParams,
     cleanup_job,
     exit_ledger,
+    lifecycle_op,
     remove_berth_container,
     remove_containerd_container,
 )
 from runtime.rootfs import make_busybox_rootfs
 
-__all__ = ["RunningTasks", "check_exits", "clear_namespace", "scratch_rootfs"]
+__all__ = [
+    "RunningTasks",
+    "check_exits",
+    "clear_namespace",
+    "lifecycle_phases",
+    "scratch_rootfs",
+]
 
 
 @contextlib.contextmanager
@@ -142,3 +150,29 @@ def check_exits(
             f"{backend} {ns} {when}: {len(wrong)} exit(s) with a wrong status: {wrong[:3]}"
         )
     return started
+
+
+def lifecycle_phases(
+    session: Session, ns: str, rootfs: Path, when: str
+) -> Iterator[tuple[int, str, str, int]]:
+    """Run a lifecycle phase per client count, shape and backend, checking its exits.
+
+    Yields ``(clients, shape, backend, started)`` after each phase, with the
+    number of processes its clients started; ``when`` is formatted with
+    ``clients`` to say where a breach was seen.
+    """
+    params = TaskParams(ns, str(rootfs))
+    for clients in session.options.clients:
+        for shape in session.shapes:
+            for backend in session.backends:
+                session.phase(
+                    "lifecycle",
+                    clients,
+                    lifecycle_op,
+                    [params] * clients,
+                    backend=backend,
+                    shape=shape,
+                )
+                label = when.format(clients=clients)
+                started = check_exits(session, backend, ns, clients, label, shape)
+                yield clients, shape, backend, started
