@@ -222,7 +222,6 @@ class ShimServer:
         self._deferred: dict[int, tuple[int, Any]] = {}
         self._deferred_fds: set[int] = set()
         self._resume: set[int] = set()  # connections whose exec was answered
-        self._last_seq: Any = None
         self.events = EventSender(self.config.events_address)
         self._oom: OomWatch | None = None
         self._oom_tried = False
@@ -397,7 +396,7 @@ class ShimServer:
                 outcome = self.handle(payload)
                 if isinstance(outcome, PendingExec):
                     # Answered when its runc is reaped (_settle).
-                    self._deferred[outcome.runc_pid] = (fd, self._last_seq)
+                    self._deferred[outcome.runc_pid] = (fd, _seq_of(payload))
                     self._deferred_fds.add(fd)
                     return
                 reply = outcome
@@ -441,7 +440,6 @@ class ShimServer:
         args = {key: value for key, value in request.items() if key not in ("op", "seq")}
         method = getattr(self.task, OPS[op])
         self.task.reap()
-        self._last_seq = seq
         try:
             result = method(**args)
         except TypeError as exc:
