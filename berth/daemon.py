@@ -9,8 +9,6 @@ write already sent commit and be acknowledged, flush replies, close.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -51,6 +49,7 @@ from berth.services.snapshots import SnapshotsService
 from berth.services.tasks import TasksService
 from berth.services.version import VersionService
 from runtime.content import ContentStore
+from runtime.malloc import limit_arenas, release_freed_memory
 from runtime.snapshotters import pick_snapshotter
 from runtime.zygote import ZygoteClient
 from wire.errors import Unavailable
@@ -60,19 +59,6 @@ from wire.listen import Listener, ListenError, bind
 __all__ = ["Daemon", "main"]
 
 log = logging.getLogger(__name__)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-    return libc
-
-
-_LIBC = _glibc()
 
 
 class StartError(Exception):
@@ -97,34 +83,8 @@ def _lock_root(root: Path) -> int:
     return fd
 
 
-def _release_freed_memory() -> None:
-    """Give the pages malloc holds free back to the kernel (glibc's malloc_trim).
-
-    What stopped actor threads freed stays in malloc's arenas and counts
-    against the daemon's memory; trimming once they have exited returned
-    about 6 KiB of anonymous memory per running task (50 tasks measured,
-    each with its container and task actors started and reaped). It costs
-    about a millisecond, once after each reap that stopped something.
-    """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-_M_ARENA_MAX = -8  # mallopt's parameter, from glibc's malloc.h
+# glibc's arenas berthd's threads share (see runtime.malloc).
 _ARENAS = 2
-
-
-def _limit_malloc_arenas() -> None:
-    """Have every thread allocate from one of two glibc arenas (before threads start).
-
-    By default glibc gives threads up to 8 arenas a core, and the actors'
-    threads, started and stopped with their tasks' messages, leave each of
-    them fragmented: about 11 KiB of anonymous memory per running task
-    more (50 tasks measured). Under the GIL threads rarely allocate at the
-    same moment, so two arenas cost no measurable contention.
-    """
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_ARENA_MAX, _ARENAS)
 
 
 class Daemon:
@@ -279,7 +239,7 @@ class Daemon:
             # The actors told to stop last time have exited by now, and
             # freed what they held: give those pages back.
             if reaped:
-                _release_freed_memory()
+                release_freed_memory()
             reaped = self.containers.reap()
 
     def stop(self) -> None:
@@ -307,7 +267,7 @@ class Daemon:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``berthd``."""
-    _limit_malloc_arenas()
+    limit_arenas(_ARENAS)
     try:
         config = load_config(argv)
     except ConfigError as exc:
