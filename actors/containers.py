@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,15 @@ from actors.supervision import Directory, SupervisedActor
 from actors.task_actors import TaskActors
 from actors.task_handle import TaskHandle
 from actors.task_state import TaskState
-from actors.tasks import Adopted, OomKilled, ProcessExited, ShimDied, TaskOp, _Created
+from actors.tasks import (
+    Adopted,
+    OomKilled,
+    ProcessExited,
+    Settled,
+    ShimDied,
+    TaskOp,
+    _Created,
+)
 from runtime.checkpoint import unpack_checkpoint
 from runtime.shim_client import ShimClient
 from wire.errors import AlreadyExists, NotFound, Unavailable
@@ -72,6 +80,8 @@ class AdoptTask:
     shim_alive: bool
     exits: list[dict[str, Any]]
     shim_pid: int = 0
+    # Called once what the adoption records (a replayed EXIT) is committed.
+    settled: Callable[[], None] | None = field(default=None, compare=False)
 
 
 class ContainerActor(SupervisedActor):
@@ -253,6 +263,8 @@ class ContainerActor(SupervisedActor):
         except AlreadyExists:
             log.error("%s: adopted twice; keeping the task already adopted", self.name)
             handle.client.close()
+            if msg.settled is not None:
+                msg.settled()
             return
         tasks.send(handle, Adopted())
         if msg.shim_alive:
@@ -269,6 +281,8 @@ class ContainerActor(SupervisedActor):
                 )
         else:
             tasks.send(handle, ShimDied())
+        if msg.settled is not None and not tasks.send(handle, Settled(msg.settled)):
+            msg.settled()
 
 
 class ContainerActors:

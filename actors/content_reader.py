@@ -7,6 +7,10 @@ read does not hold up other clients' listings and reads. Nothing here
 writes: namespace records are read through LMDB read transactions, blobs
 through :class:`~runtime.content.ContentStore`.
 
+Both obey their stream's window (docs/protocol.md §6.6): a reader that
+stops reading leaves its read parked here, an open file and an offset,
+until its window opens again.
+
 A request that fails before its stream is in place (a digest the
 namespace does not hold, an offset past the end) gets only the error
 frame; ``ready`` is sent once the first chunk can be read.
@@ -25,9 +29,9 @@ from actors.image_records import get_content, list_content
 from actors.store import Store
 from actors.supervision import SupervisedActor
 from runtime.content import ContentInfo, ContentStore
-from wire.codec import timestamp_or_nil
+from wire.codec import pack, timestamp_or_nil
 from wire.errors import BerthError, NotFound
-from wire.reply import Reply
+from wire.reply import Reply, Resume, feed
 
 __all__ = [
     "LIST_BATCH",
@@ -42,7 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LIST_BATCH = 100  # Info entries per List frame
-READ_CHUNK = 1 << 20  # bytes per Read frame, at most
+READ_CHUNK = 256 << 10  # bytes per Read frame, at most (a parked reader holds ~80 of them)
 _CHUNKS_PER_TURN = 8  # then the rest of the read waits behind other requests
 
 
@@ -115,6 +119,9 @@ class ContentReader(SupervisedActor):
         return [self._current] if self._current is not None else []
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Resume):
+            message.step()
+            return None
         if not isinstance(message, ListContent | ReadContent | _ReadMore):
             log.warning("content reader: unexpected message %r", message)
             return None
@@ -138,20 +145,21 @@ class ContentReader(SupervisedActor):
         with self.store.read() as txn:
             digests = [digest for digest, _ in list_content(txn, self.store, message.ns)]
         reply.ready()
+        me = self.actor_ref
+        feed(reply, self._info_frames(digests), lambda step: me.tell(Resume(step)))
+
+    def _info_frames(self, digests: list[str]) -> Iterator[bytes]:
         batch: list[dict[str, Any]] = []
         for digest in digests:
-            if reply.cancelled:
-                return  # the front end already sent the terminal frame
             try:
                 batch.append(wire_info(self.content.info(digest)))
             except NotFound:
                 continue  # swept since the transaction: no longer held
             if len(batch) == LIST_BATCH:
-                reply.more({"info": batch})
+                yield pack({"info": batch})
                 batch = []
         if batch:
-            reply.more({"info": batch})
-        reply.end()
+            yield pack({"info": batch})
 
     def _read(self, message: ReadContent) -> None:
         held_content(self.store, message.ns, message.digest)
@@ -164,10 +172,13 @@ class ContentReader(SupervisedActor):
         self._send_chunks(message.reply, chunks)
 
     def _send_chunks(self, reply: Reply, chunks: Iterator[tuple[int, bytes]]) -> None:
+        me = self.actor_ref
         for _ in range(_CHUNKS_PER_TURN):
             if reply.cancelled:
                 _close(chunks)
                 return
+            if not reply.wait_window(lambda: me.tell(_ReadMore(reply, chunks))):
+                return  # parked until the client's window opens
             chunk = next(chunks, None)
             if chunk is None:
                 reply.end()

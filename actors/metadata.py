@@ -11,6 +11,12 @@ while every acknowledgement still means "on disk".
 
 Reads do not come here: they use read transactions of the store directly.
 
+Every write may log events (:mod:`actors.event_log`) in its child
+transaction; a refused write gives its seqs back. After the commit the
+batch's events go to ``on_events`` (the event bus) before any writer is
+answered, so a client that sees its reply and then subscribes "from now"
+never finds its own event missing from the log.
+
 Services other than Containers and Tasks write through :class:`Transact`,
 which carries a function of the transaction (their record rules live in
 their own modules, e.g. :mod:`actors.snapshot_records`). A write that
@@ -37,7 +43,8 @@ from actors.container_records import (
     put_task,
     update_container,
 )
-from actors.store import SEQ_KEY, Store, ns_key
+from actors.event_log import TASK_TOPICS, LoggedEvent, task_payload
+from actors.store import Store, ns_key
 from actors.supervision import Directory, SupervisedActor
 from wire.codec import now, pack
 from wire.errors import BerthError, Internal, ResourceExhausted, Unavailable
@@ -48,10 +55,12 @@ __all__ = [
     "CreateContainer",
     "DeleteContainer",
     "DeleteTask",
+    "LogTaskEvent",
     "MetadataActor",
     "PutTask",
-    "ReserveSeq",
+    "TaskEvent",
     "Transact",
+    "TrimEvents",
     "UpdateContainer",
     "transact",
 ]
@@ -61,6 +70,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 512
 CONTAINER_BODY = b"\x81" + pack("container")  # {"container": <record>} around a packed record
 EMPTY_BODY = pack({})
+_MORE_TO_TRIM = pack({"more": True})  # a TrimEvents that left events past retention
 
 
 # Called in the metadata actor's thread after the commit, with the write's
@@ -100,8 +110,18 @@ class DeleteContainer:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task event to log: ``type`` is a key of :data:`~actors.event_log.TASK_TOPICS`."""
+
+    type: str
+    pid: int = 0
+    exit_status: int = 0
+    exited_at_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PutTask:
-    """Record a task (``create``: the container must exist and have no task)."""
+    """Record a task (``create``: the container must exist and have no task), logging ``event``."""
 
     ns: str
     container_id: str
@@ -109,23 +129,38 @@ class PutTask:
     create: bool
     done: Done | None = field(default=None, compare=False)
     reply: Reply | None = field(default=None, compare=False)
+    event: TaskEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteTask:
-    """Forget a task's record."""
+    """Forget a task's record, logging ``event``."""
 
     ns: str
     container_id: str
     done: Done | None = field(default=None, compare=False)
     reply: Reply | None = field(default=None, compare=False)
+    event: TaskEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveSeq:
-    """Durably reserve event seqs below ``upto``."""
+class LogTaskEvent:
+    """Log a task event that changes no record (an exec's start or exit, an OOM)."""
 
-    upto: int
+    ns: str
+    container_id: str
+    event: TaskEvent
+    done: Done | None = field(default=None, compare=False)
+    reply: Reply | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TrimEvents:
+    """Delete events past retention, a bounded number per commit."""
+
+    keep_count: int
+    keep_seconds: float
+    limit: int = 10_000
     done: Done | None = field(default=None, compare=False)
     reply: Reply | None = field(default=None, compare=False)
 
@@ -149,7 +184,8 @@ Write = (
     | DeleteContainer
     | PutTask
     | DeleteTask
-    | ReserveSeq
+    | LogTaskEvent
+    | TrimEvents
     | Transact
 )
 _WRITES = (
@@ -158,7 +194,8 @@ _WRITES = (
     DeleteContainer,
     PutTask,
     DeleteTask,
-    ReserveSeq,
+    LogTaskEvent,
+    TrimEvents,
     Transact,
 )
 
@@ -201,10 +238,12 @@ class MetadataActor(SupervisedActor):
         supervisor: pykka.ActorRef[Any] | None,
         store: Store,
         on_release: Callable[[], None] | None = None,
+        on_events: Callable[[list[LoggedEvent]], None] | None = None,
     ) -> None:
         super().__init__(supervisor)
         self.store = store
         self.on_release = on_release
+        self.on_events = on_events
         self._released = False
         self._batch: list[Write] = []
         self.commits = 0  # for tests and stats: how many durable transactions so far
@@ -239,11 +278,22 @@ class MetadataActor(SupervisedActor):
         except lmdb.MapFullError as exc:
             log.error("metadata store full; %d writes refused", len(batch))
             results = [ResourceExhausted(f"metadata store is full: {exc}")] * len(batch)
+            self.store.log.abort()
         except lmdb.Error as exc:
             log.error("metadata commit failed; %d writes refused: %s", len(batch), exc)
             results = [Unavailable(f"metadata store: commit failed: {exc}")] * len(batch)
+            self.store.log.abort()
         self._batch = []
         self.commits += 1
+        events = self.store.log.committed()
+        if events and self.on_events is not None:
+            try:
+                self.on_events(events)
+            except Exception:
+                log.exception("metadata: handing %d events to the bus failed", len(events))
+        trims = [w for w in batch if isinstance(w, TrimEvents)]
+        if trims and any(isinstance(r, bytes) and r == _MORE_TO_TRIM for r in results):
+            self.actor_ref.tell(trims[0])  # the rest of the trim, behind the writers waiting
         if self._released:
             self._released = False
             if self.on_release is not None:
@@ -263,8 +313,16 @@ class MetadataActor(SupervisedActor):
                 except Exception:
                     log.exception("metadata: completion of %s failed", type(write).__name__)
 
+    def _log_task(self, txn: lmdb.Transaction, ns: str, cid: str, event: TaskEvent | None) -> None:
+        if event is not None:
+            payload = task_payload(
+                cid, event.pid, event.exit_status, event.exited_at_ns, event.type
+            )
+            self.store.log.append(txn, ns, TASK_TOPICS[event.type], cid, payload)
+
     def _apply(self, txn: lmdb.Transaction, write: Write, stamp: Any) -> bytes | BaseException:
         child = self.store.env.begin(write=True, parent=txn)
+        mark = self.store.log.mark()
         released = False
         try:
             if isinstance(write, CreateContainer):
@@ -286,21 +344,31 @@ class MetadataActor(SupervisedActor):
                 put_task(
                     child, self.store, write.ns, write.container_id, write.record, write.create
                 )
+                self._log_task(child, write.ns, write.container_id, write.event)
                 body = EMPTY_BODY
             elif isinstance(write, DeleteTask):
                 child.delete(ns_key(write.ns, write.container_id), db=self.store.tasks)
+                self._log_task(child, write.ns, write.container_id, write.event)
+                body = EMPTY_BODY
+            elif isinstance(write, LogTaskEvent):
+                self._log_task(child, write.ns, write.container_id, write.event)
                 body = EMPTY_BODY
             else:
-                child.put(SEQ_KEY, str(write.upto).encode(), db=self.store.counters)
-                body = EMPTY_BODY
+                _, more = self.store.log.trim(
+                    child, write.keep_count, write.keep_seconds, write.limit
+                )
+                body = _MORE_TO_TRIM if more else EMPTY_BODY
         except BerthError as exc:
             child.abort()
+            self.store.log.rollback(mark)
             return exc
         except lmdb.MapFullError:
             child.abort()
+            self.store.log.rollback(mark)
             raise
         except Exception as exc:
             child.abort()
+            self.store.log.rollback(mark)
             log.exception("metadata write %s failed", type(write).__name__)
             return Internal(f"{type(write).__name__}: internal error ({type(exc).__name__})")
         child.commit()

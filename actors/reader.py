@@ -18,7 +18,7 @@ from actors.store import Store, ns_prefix
 from actors.supervision import SupervisedActor
 from wire.codec import pack
 from wire.filter import Filter, container_fields
-from wire.reply import Reply
+from wire.reply import Reply, Resume, feed
 
 __all__ = ["ListContainers", "ReaderActor", "StreamContainers", "matching_containers"]
 
@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 _CONTAINERS_KEY = pack("containers")
 _CONTAINER_KEY = pack("container")
+_SEQ_KEY = pack("seq")
 
 
 @dataclass(frozen=True, slots=True)
 class ListContainers:
-    """Reply ``{"containers": [...]}``: the namespace's containers matching ``filter``."""
+    """Reply ``{"containers": [...], "seq"}``: the matching containers, and the log's seq then."""
 
     ns: str
     filter: Filter
@@ -73,22 +74,33 @@ class ReaderActor(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ListContainers):
             with self.store.read() as txn:
+                seq = self.store.log.latest(txn)
                 records = list(matching_containers(self.store, txn, message.ns, message.filter))
             message.reply.ok_packed(
-                b"\x81" + _CONTAINERS_KEY + _array_header(len(records)) + b"".join(records)
+                b"\x82"
+                + _CONTAINERS_KEY
+                + _array_header(len(records))
+                + b"".join(records)
+                + _SEQ_KEY
+                + pack(seq)
             )
         elif isinstance(message, StreamContainers):
             self._stream(message)
+        elif isinstance(message, Resume):
+            message.step()
         else:
             log.warning("reader actor: unexpected message %r", message)
         return None
 
     def _stream(self, message: StreamContainers) -> None:
-        reply = message.reply
-        reply.ready()
+        # Read whole, then sent as the window allows: a reader that stops
+        # must not hold a read transaction (and the store's old pages) open.
         with self.store.read() as txn:
-            for raw in matching_containers(self.store, txn, message.ns, message.filter):
-                if reply.cancelled:
-                    return  # the front end already sent the terminal frame
-                reply.more_packed(b"\x81" + _CONTAINER_KEY + raw)
-        reply.end()
+            records = list(matching_containers(self.store, txn, message.ns, message.filter))
+        message.reply.ready()
+        me = self.actor_ref
+        feed(
+            message.reply,
+            (b"\x81" + _CONTAINER_KEY + raw for raw in records),
+            lambda step: me.tell(Resume(step)),
+        )

@@ -4,13 +4,16 @@ For each task record, in parallel and with a timeout per shim: a shim that
 answers is adopted (its task keeps running, fully controllable); one that
 does not is gone, so its task is torn down (processes killed, mounts and
 runc state removed) and marked STOPPED with the status from its exit file,
-else 255, and its EXIT is emitted.
+else 255, and its EXIT is emitted. It returns once every exit it found is
+committed to the event log, so the log has them before the first request.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from actors.containers import AdoptTask, ContainerActors
@@ -26,6 +29,7 @@ __all__ = ["reconcile_tasks"]
 log = logging.getLogger(__name__)
 
 SHIM_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 30.0
 
 
 def _task_records(store: Store) -> list[tuple[str, str, dict[str, Any]]]:
@@ -91,6 +95,7 @@ def reconcile_tasks(store: Store, actors: ContainerActors) -> int:
         max_workers=min(16, len(records)), thread_name_prefix="reconcile"
     ) as pool:
         results = list(pool.map(lambda r: _probe(actors, *r), records))
+    settled = threading.Semaphore(0)
     for ns, cid, adopt in results:
         log.info(
             "task %s/%s: %s (pid %d, %s)",
@@ -100,5 +105,10 @@ def reconcile_tasks(store: Store, actors: ContainerActors) -> int:
             adopt.state.pid,
             adopt.state.status.value,
         )
-        actors.tell(ns, cid, adopt)
+        actors.tell(ns, cid, replace(adopt, settled=settled.release))
+    # Before the daemon answers anything: the exits found here are logged.
+    for _ in results:
+        if not settled.acquire(timeout=SETTLE_TIMEOUT):
+            log.error("start-up: tasks still settling after %.0f s; serving anyway", SETTLE_TIMEOUT)
+            break
     return len(results)

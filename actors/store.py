@@ -6,13 +6,14 @@ Layout of ``<root>/meta`` (one LMDB environment, named databases)::
     namespaces   <ns>                  -> msgpack {"created_at": Timestamp}
     containers   <ns> 0x00 <id>        -> msgpack Container, exactly as on the wire
     tasks        <ns> 0x00 <id>        -> msgpack task record (the Tasks service)
-    counters     b"events.seq"         -> b"<int>"      event seqs below it are reserved
+    counters     b"events.trimmed"     -> b"<int>"      the highest event seq trimmed
                  b"snapshotter"        -> b"<name>"     the snapshotter the snapshots belong to
     snapshots    <ns> 0x00 <key>       -> msgpack snapshot record (actors.snapshot_records)
     snaprefs     <ns> 0x00 <key> 0x00 <container id> -> b""   containers' rootfs references
     snapchildren <ns> 0x00 <parent key> 0x00 <child key> -> b""   snapshots' parents, reversed
     images       <ns> 0x00 <name>      -> msgpack Image, as on the wire
     content      <ns> 0x00 <digest>    -> msgpack {"labels", "created_at"}: the namespace holds it
+    events       <seq, 8 bytes BE>     -> msgpack Event record (actors.event_log)
 
 Snapshot keys and image names may hold any character but 0x00 (refused
 where they enter). ``snaprefs`` is the reverse index of each container's
@@ -30,7 +31,9 @@ keys and prefixes of both indexes come from :func:`snapref_key` and
 Schema history: version 2 added ``snapshots``, ``snaprefs``, ``images`` and
 ``content``; its migration fills ``snaprefs`` from the stored containers.
 Version 3 added ``snapchildren``; its migration fills it from the stored
-snapshot records.
+snapshot records. Version 4 added the event log (``events``); its
+migration marks every seq the old daemon reserved (``events.seq``) as
+trimmed, so numbering goes on past every seq a client may have seen.
 
 Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
 namespace and nothing else, and keys sort by namespace, then id.
@@ -55,12 +58,12 @@ from typing import Any
 
 import lmdb
 
+from actors.event_log import TRIMMED_KEY, EventLog
 from wire.codec import unpack
 from wire.errors import Unavailable
 
 __all__ = [
     "SCHEMA_VERSION",
-    "SEQ_KEY",
     "Store",
     "StoreError",
     "ns_key",
@@ -69,13 +72,13 @@ __all__ = [
     "snapref_key",
 ]
 
-SEQ_KEY = b"events.seq"
+_OLD_SEQ_KEY = b"events.seq"  # schema 3: event seqs below it were reserved
 SNAPSHOTTER_KEY = b"snapshotter"
 
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _DEFAULT_MAP_SIZE = 64 * 1024**3  # virtual: the file grows only as data is written
 
 
@@ -139,9 +142,18 @@ def _add_snapchildren(store: Store, txn: lmdb.Transaction) -> None:
         txn.put(key, b"", db=store.snapchildren)
 
 
+def _add_event_log(store: Store, txn: lmdb.Transaction) -> None:
+    raw = txn.get(_OLD_SEQ_KEY, db=store.counters)
+    if raw is not None:
+        reserved = int(raw)
+        if reserved > 1:
+            txn.put(TRIMMED_KEY, str(reserved - 1).encode(), db=store.counters)
+        txn.delete(_OLD_SEQ_KEY, db=store.counters)
+
+
 # Each migration takes the environment from version N-1 to N inside one
 # write transaction.
-_MIGRATIONS: dict[int, Any] = {2: _add_snaprefs, 3: _add_snapchildren}
+_MIGRATIONS: dict[int, Any] = {2: _add_snaprefs, 3: _add_snapchildren, 4: _add_event_log}
 
 
 class Store:
@@ -172,11 +184,13 @@ class Store:
         self.snapchildren = self.env.open_db(b"snapchildren")
         self.images = self.env.open_db(b"images")
         self.content = self.env.open_db(b"content")
+        self.events = self.env.open_db(b"events")
         try:
             self._check_schema()
         except BaseException:
             self.env.close()  # one environment per path per process: let a retry reopen it
             raise
+        self.log = EventLog(self)
 
     def _check_schema(self) -> None:
         with self.env.begin(write=True, db=self.schema) as txn:
@@ -235,12 +249,6 @@ class Store:
                     f'set snapshotter = "{used.decode()}" in the config'
                 )
             txn.put(SNAPSHOTTER_KEY, name, db=self.counters)
-
-    def reserved_seq(self) -> int:
-        """The first event seq not yet reserved (where a restarted bus starts)."""
-        with self.read() as txn:
-            raw = txn.get(SEQ_KEY, db=self.counters)
-        return int(raw) if raw is not None else 1
 
     def close(self) -> None:
         """Close the environment (after the metadata actor has stopped)."""

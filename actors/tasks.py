@@ -28,15 +28,15 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pykka
 
-from actors.events import Publish
 from actors.image_records import GC_ROOT_LABEL, add_content
-from actors.metadata import DeleteTask, PutTask, transact
+from actors.metadata import DeleteTask, LogTaskEvent, PutTask, TaskEvent, Transact, transact
 from actors.supervision import SupervisedActor
 from actors.task_handle import TaskHandle, TaskHost
 from actors.task_state import TaskState, TaskStatus
@@ -50,6 +50,7 @@ __all__ = [
     "Adopted",
     "OomKilled",
     "ProcessExited",
+    "Settled",
     "ShimDied",
     "TaskActor",
     "TaskOp",
@@ -91,6 +92,13 @@ class ShimDied:
 @dataclass(frozen=True, slots=True)
 class Adopted:
     """Restart: the task was taken back from its shim; record what the shim said."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """Call ``done`` once every write this task's actor sent so far is committed."""
+
+    done: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,24 +149,27 @@ class TaskActor(SupervisedActor):
     def _call(self, op: str, **args: Any) -> dict[str, Any]:
         return self.handle.client.call(op, **args)
 
-    def _publish(
-        self, type_: str, pid: int = 0, exit_status: int = 0, exited_at_ns: int = 0
-    ) -> None:
+    def _publish(self, event: TaskEvent, answer: Callable[[], None] | None = None) -> None:
+        """Log an event that changes no record; ``answer`` runs once it is committed."""
+        s = self.state
+        self._tell_metadata(LogTaskEvent(s.ns, s.container_id, event, _after(answer)))
+
+    def _tell_metadata(self, write: Any) -> None:
         try:
-            self.host.directory.tell(
-                "events",
-                Publish(
-                    self.state.ns, self.state.container_id, type_, pid, exit_status, exited_at_ns
-                ),
-            )
+            self.host.directory.tell("metadata", write)
         except Unavailable:
-            log.error("%s: event bus unavailable; %s event lost", self.name, type_)
+            # Only while the daemon stops: the shim's exit file still holds
+            # any exit, and the next daemon logs it.
+            log.error("%s: metadata store unavailable; %r not logged", self.name, write)
 
     def _show(self) -> None:
         """Make the current state what Info and List answer."""
         self.host.show(self.state.ns, self.state.container_id, self.info())
 
-    def _persist(self) -> None:
+    def _persist(
+        self, event: TaskEvent | None = None, answer: Callable[[], None] | None = None
+    ) -> None:
+        """Record the task's state (and log ``event`` with it); ``answer`` runs after the commit."""
         s = self.state
         record = {
             "pid": s.pid,
@@ -169,11 +180,14 @@ class TaskActor(SupervisedActor):
             "runtime_binary": self.handle.runtime_binary,
         }
         self._show()
-        # Not waited for: this task's writes reach the metadata actor in
-        # order (one actor at a time sends them), Info and List answer from
-        # what _show published, and a restarted daemon takes a live task's
-        # status from its shim.
-        self.host.directory.tell("metadata", PutTask(s.ns, s.container_id, record, False))
+        # Not waited for by the actor: this task's writes reach the metadata
+        # actor in order (one actor at a time sends them), Info and List
+        # answer from what _show published, and a restarted daemon takes a
+        # live task's status from its shim. The client's answer waits for
+        # the commit, so an acknowledged operation's event is in the log.
+        self._tell_metadata(
+            PutTask(s.ns, s.container_id, record, False, _after(answer), event=event)
+        )
 
     def info(self) -> dict[str, Any]:
         """The wire Task of this task."""
@@ -203,13 +217,17 @@ class TaskActor(SupervisedActor):
             elif isinstance(message, Adopted):
                 self._persist()  # the record may trail the shim: its writes are not waited for
             elif isinstance(message, OomKilled):
-                self._publish("OOM", message.pid)
+                self._publish(TaskEvent("OOM", message.pid))
             elif isinstance(message, ShimDied):
                 self._shim_died()
+            elif isinstance(message, Settled):
+                done = message.done
+                # Behind this actor's earlier writes in the metadata actor's mailbox.
+                self._tell_metadata(Transact(lambda *_: b"", done=lambda _r: done()))
             elif isinstance(message, _Created):
-                self._persist()
-                self._publish("CREATE", self.state.pid)
-                message.reply.ok({"container_id": self.state.container_id, "pid": self.state.pid})
+                body = {"container_id": self.state.container_id, "pid": self.state.pid}
+                reply = message.reply
+                self._persist(TaskEvent("CREATE", self.state.pid), lambda: reply.ok(body))
             else:
                 log.warning("%s: unexpected message %r", self.name, message)
         finally:
@@ -240,14 +258,13 @@ class TaskActor(SupervisedActor):
             return  # perhaps an exec's whose reply is still coming: see _exec_done
         if not self.state.exited(event.pid, event.exit_status, event.exited_at_ns):
             return  # already known: the exit file and the event queue both carry it
-        # Published before the task record is updated: the exit is already
-        # durable in the shim's exit file, from which a restarted daemon
-        # recovers it (re-emitting EXIT if it crashed in between).
+        # Logged with the task's record (the init's) in one commit; a daemon
+        # that dies before it recovers the exit from the shim's exit file.
+        exit_event = TaskEvent("EXIT", event.pid, event.exit_status, event.exited_at_ns)
         if event.pid == self.state.pid:
-            self._show()  # Info agrees with the event from the moment it is out
-        self._publish("EXIT", event.pid, event.exit_status, event.exited_at_ns)
-        if event.pid == self.state.pid:
-            self._persist()
+            self._persist(exit_event)  # shown first: Info agrees before the event is out
+        else:
+            self._publish(exit_event)
 
     def _shim_died(self) -> None:
         if self.state.status is TaskStatus.STOPPED and self.task_dir.exists() is False:
@@ -257,17 +274,14 @@ class TaskActor(SupervisedActor):
         if self.state.status is not TaskStatus.STOPPED:
             status, at = _exit_from_file(self.task_dir, self.state.pid)
             self.state.exited(self.state.pid, status, at)
-            self._persist()
-            self._publish("EXIT", self.state.pid, status, at)
+            self._persist(TaskEvent("EXIT", self.state.pid, status, at))
         shutil.rmtree(self.task_dir, ignore_errors=True)
 
     def _op_start(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_startable()
         self._call("start")
         self.state.started()
-        self._persist()
-        self._publish("START", self.state.pid)
-        reply.ok({})
+        self._persist(TaskEvent("START", self.state.pid), lambda: reply.ok({}))
 
     def _op_kill(self, args: dict[str, Any], reply: Reply) -> None:
         pid = 0 if args["all"] else self.state.live_pid(args["pid"])
@@ -280,17 +294,13 @@ class TaskActor(SupervisedActor):
         self.state.check_pausable()
         self._call("pause")
         self.state.paused()
-        self._persist()
-        self._publish("PAUSED", self.state.pid)
-        reply.ok({})
+        self._persist(TaskEvent("PAUSED", self.state.pid), lambda: reply.ok({}))
 
     def _op_resume(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_resumable()
         self._call("resume")
         self.state.resumed()
-        self._persist()
-        self._publish("RESUMED", self.state.pid)
-        reply.ok({})
+        self._persist(TaskEvent("RESUMED", self.state.pid), lambda: reply.ok({}))
 
     def _op_exec(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_running("exec")
@@ -327,8 +337,9 @@ class TaskActor(SupervisedActor):
         if isinstance(done.outcome, BaseException):
             done.reply.fail(done.outcome)
         else:
-            self._publish("EXEC_ADDED", done.outcome)
-            done.reply.ok({"pid": done.outcome})
+            pid_body = {"pid": done.outcome}
+            reply = done.reply
+            self._publish(TaskEvent("EXEC_ADDED", done.outcome), lambda: reply.ok(pid_body))
         for exited_pid, status, at in released:
             self._exited(ProcessExited(exited_pid, status, at))
 
@@ -403,14 +414,12 @@ class TaskActor(SupervisedActor):
         shutil.rmtree(self.task_dir, ignore_errors=True)
         s = self.state
         done = threading.Event()
-        self.host.directory.tell(
-            "metadata", DeleteTask(s.ns, s.container_id, lambda _r: done.set())
-        )
+        event = TaskEvent("DELETE", s.pid, s.exit_status, s.exited_at_ns)
+        self._tell_metadata(DeleteTask(s.ns, s.container_id, lambda _r: done.set(), event=event))
         done.wait(30)
         self.host.show(s.ns, s.container_id, None)
         # Before the reply: a Create sent after it must find no task here.
         self.host.end(self.handle)
-        self._publish("DELETE", s.pid, s.exit_status, s.exited_at_ns)
         reply.ok_packed(
             pack(
                 {
@@ -420,6 +429,18 @@ class TaskActor(SupervisedActor):
                 }
             )
         )
+
+
+def _after(answer: Callable[[], None] | None) -> Any:
+    """A metadata write's completion that runs ``answer`` whatever the commit's outcome.
+
+    The operation itself has happened (the shim did it); a commit that
+    failed is logged by the metadata actor, and the state is recovered from
+    the shim after a restart.
+    """
+    if answer is None:
+        return None
+    return lambda _result: answer()
 
 
 def _exit_from_file(task_dir: Path, pid: int) -> tuple[int, int]:

@@ -45,6 +45,9 @@ class DaemonConfig:
     snapshotter: str = "overlayfs"
     # An active snapshot no container uses survives collections this long.
     gc_grace_seconds: float = 600.0
+    # Events past either limit are trimmed from the log, oldest first.
+    event_retention_count: int = 1_000_000
+    event_retention_seconds: float = 7 * 24 * 3600.0
 
     @property
     def curve(self) -> Path:
@@ -82,6 +85,8 @@ _TYPES: dict[str, type] = {
     "runtimes": dict,
     "snapshotter": str,
     "gc_grace_seconds": float,
+    "event_retention_count": int,
+    "event_retention_seconds": float,
 }
 SNAPSHOTTERS = ("overlayfs", "native")
 
@@ -137,6 +142,12 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
     task_idle = data.get("task_idle_seconds", DaemonConfig.task_idle_seconds)
     if task_idle <= 0:
         raise ConfigError("task_idle_seconds must be positive")
+    keep_count = data.get("event_retention_count", DaemonConfig.event_retention_count)
+    keep_seconds = data.get("event_retention_seconds", DaemonConfig.event_retention_seconds)
+    if keep_count < 1 or keep_seconds <= 0:
+        raise ConfigError(
+            "event_retention_count must be at least 1 and event_retention_seconds positive"
+        )
     return DaemonConfig(
         root=root.absolute(),
         state=state.absolute(),
@@ -151,4 +162,6 @@ def load_config(argv: list[str] | None = None, env: dict[str, str] | None = None
         runtimes=runtimes,
         snapshotter=snapshotter,
         gc_grace_seconds=grace,
+        event_retention_count=keep_count,
+        event_retention_seconds=keep_seconds,
     )

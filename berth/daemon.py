@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -26,11 +26,12 @@ from setproctitle import setproctitle
 
 from actors.containers import ContainerActors
 from actors.content_reader import ContentReader
-from actors.events import EventBus
+from actors.event_log import LoggedEvent
+from actors.events import Committed, EventBus
 from actors.gc import Collect, Collector, Sweep
 from actors.importer import ImportActor, clear_scratch
 from actors.leases import Leases
-from actors.metadata import MetadataActor, ReserveSeq
+from actors.metadata import MetadataActor, TrimEvents
 from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
 from actors.shim_events import ShimEvents
@@ -43,6 +44,7 @@ from actors.task_runtime import TaskRuntime
 from berth.config import ConfigError, DaemonConfig, load_config
 from berth.services.containers import ContainersService
 from berth.services.content import ContentService
+from berth.services.events import EventsService
 from berth.services.image_import import ImportService
 from berth.services.images import ImagesService
 from berth.services.snapshots import SnapshotsService
@@ -83,6 +85,8 @@ def _lock_root(root: Path) -> int:
     return fd
 
 
+_TRIM_SECONDS = 10.0  # how often the event log is trimmed to its retention
+
 # glibc's arenas berthd's threads share (see runtime.malloc).
 _ARENAS = 2
 
@@ -116,15 +120,16 @@ class Daemon:
             with contextlib.suppress(Unavailable):
                 directory.tell("gc", Sweep())
 
-        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store, sweep))
+        def publish(events: list[LoggedEvent]) -> None:
+            # After each commit, in the metadata actor's thread.
+            with contextlib.suppress(Unavailable):
+                directory.tell("events", Committed(events))
+
+        # The bus first: it reads the log's latest seq before anything commits.
+        self._start_child("events", lambda sup: EventBus.start(sup, store))
+        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store, sweep, publish))
         self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
         self._start_images(config)
-
-        def reserve(upto: int, done: Callable[[], None]) -> None:
-            directory.tell("metadata", ReserveSeq(upto, lambda _result: done()))
-
-        first_seq = store.reserved_seq()
-        self._start_child("events", lambda sup: EventBus.start(sup, first_seq, reserve))
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         events_address = f"ipc://{config.state}/shim-events.sock"
         self.zygote = ZygoteClient.start()
@@ -220,6 +225,7 @@ class Daemon:
         table.update(ContentService(self.store, self.content, self.directory).routes())
         table.update(ImagesService(self.store, self.directory).routes())
         table.update(VersionService().routes())
+        table.update(EventsService(self.store, self.directory).routes())
         return table
 
     def start(self) -> None:
@@ -235,12 +241,24 @@ class Daemon:
         idle = min(self.config.container_idle_seconds, self.config.task_idle_seconds)
         interval = max(0.25, idle / 2)
         reaped = 0
+        trim_at = 0.0
         while not self._stopped.wait(interval):
             # The actors told to stop last time have exited by now, and
             # freed what they held: give those pages back.
             if reaped:
                 release_freed_memory()
             reaped = self.containers.reap()
+            if time.monotonic() >= trim_at:
+                trim_at = time.monotonic() + _TRIM_SECONDS
+                self._trim_events()
+
+    def _trim_events(self) -> None:
+        config = self.config
+        with contextlib.suppress(Unavailable):
+            self.directory.tell(
+                "metadata",
+                TrimEvents(config.event_retention_count, config.event_retention_seconds),
+            )
 
     def stop(self) -> None:
         """Refuse new work, finish what was sent, close everything."""

@@ -11,6 +11,7 @@
     ├── Unavailable                  UNAVAILABLE
     ├── ResourceExhausted            RESOURCE_EXHAUSTED
     ├── DeadlineExceeded             DEADLINE_EXCEEDED
+    ├── OutOfRange                   OUT_OF_RANGE
     ├── Unauthenticated              UNAUTHENTICATED
     ├── PermissionDenied             PERMISSION_DENIED
     └── Internal                     INTERNAL
@@ -34,6 +35,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
@@ -114,6 +116,12 @@ class PermissionDenied(BerthError):
     code = "PERMISSION_DENIED"
 
 
+class OutOfRange(BerthError):
+    """A position outside what exists: an event seq trimmed or not yet given."""
+
+    code = "OUT_OF_RANGE"
+
+
 class Internal(BerthError):
     """A bug; the daemon logs the traceback, the wire carries only the message."""
 
@@ -131,6 +139,7 @@ CODES: dict[str, type[BerthError]] = {
         Unavailable,
         ResourceExhausted,
         DeadlineExceeded,
+        OutOfRange,
         Unauthenticated,
         PermissionDenied,
         Internal,

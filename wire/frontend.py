@@ -10,10 +10,20 @@ Calls the loop must watch, a deadline or a stream, get a token and an
 entry in ``_tracked``; when the deadline passes, the client cancels or the
 client is gone, the loop writes the terminal frame itself, forgets the
 token, and from then on drops whatever the handler still sends for it.
+
+Flow control (docs/protocol.md §6.6): a credit frame opens its stream's
+window; for a client that never sends one, each frame of a stream that
+leaves for the client's ZeroMQ pipe opens it by one. The pipe is short
+(:data:`SEND_HWM` frames): a frame that finds it full waits here, in
+order with the client's other frames, and is retried every few
+milliseconds, so a slow reader is never dropped, only held back. A client
+with more than :data:`PARK_FRAMES` frames or :data:`PARK_BYTES` bytes
+waiting is not reading at all: its frames are dropped and its streams ended.
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import itertools
@@ -39,6 +49,7 @@ from wire.errors import (
 )
 from wire.identifiers import check_identifier
 from wire.reply import (
+    KIND_MORE,
     KIND_TERMINAL,
     Outbox,
     Reply,
@@ -51,9 +62,19 @@ __all__ = ["FrontEnd", "Handler", "Request", "Route"]
 
 log = logging.getLogger(__name__)
 
-_ENVELOPE_KEYS = frozenset({"v", "id", "method", "ns", "body", "timeout_ms", "cancel"})
+_ENVELOPE_KEYS = frozenset({"v", "id", "method", "ns", "body", "timeout_ms", "cancel", "credit"})
 _BATCH = 256  # frames read per wake-up before replies are flushed
 _MAX_POLL_MS = 60_000
+_RETRY_MS = 5  # how soon frames waiting for a full pipe are tried again
+_MAX_CREDIT = 1_000_000
+
+SEND_HWM = 64  # frames ZeroMQ queues per client before a send would block
+PARK_FRAMES = 4096
+PARK_BYTES = 64 << 20
+
+# A frame waiting for its client's pipe: route, payload, and the stream's
+# reply when sending it on opens that stream's window.
+_Parked = tuple[list[bytes], bytes, Reply | None]
 
 
 @dataclass(slots=True)
@@ -139,9 +160,13 @@ class FrontEnd:
         self._refusing = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._parked: dict[tuple[int, bytes], collections.deque[_Parked]] = {}
+        self._parked_bytes: dict[tuple[int, bytes], int] = {}
         for sock in sockets:
-            # Raise EHOSTUNREACH for a client that is gone, so its streams end.
+            # Raise EHOSTUNREACH for a client that is gone, so its streams
+            # end, and EAGAIN for one whose pipe is full, so its frames wait.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
 
     # lifecycle
 
@@ -196,15 +221,23 @@ class FrontEnd:
         for index, sock in enumerate(self.sockets):
             if sock in events:
                 self._read(index, sock)
+        if self._parked:
+            self._retry_parked()
         self._flush()
+        # Frames queued during the flush by producers it resumed (their
+        # window opened) were put from this thread: no wake-up is coming.
+        while self.outbox.pending:
+            self._flush()
         self._expire()
 
     def _poll_timeout(self) -> int | None:
+        limit = _RETRY_MS if self._parked else None
         if not self._deadlines:
-            return None
+            return limit
         wait = self._deadlines[0][0] - time.monotonic()
         # Capped: poll takes a C int, and a deadline may be weeks away.
-        return min(_MAX_POLL_MS, max(0, int(wait * 1000) + 1))
+        timeout = min(_MAX_POLL_MS, max(0, int(wait * 1000) + 1))
+        return timeout if limit is None else min(limit, timeout)
 
     def _read(self, index: int, sock: zmq.Socket[bytes]) -> None:
         for _ in range(_BATCH):
@@ -265,6 +298,9 @@ class FrontEnd:
         cancel = message.get("cancel", False)
         if type(cancel) is not bool:
             raise InvalidArgument("envelope: cancel must be a bool")
+        if "credit" in message:
+            self._credit(route[0], request_id, message, cancel)
+            return None
         if cancel:
             self._cancel(route[0], request_id)
             return None
@@ -333,26 +369,93 @@ class FrontEnd:
         for token, kind, sock, route, payload in self.outbox.drain():
             if sock < 0:
                 continue  # a wake-up
+            stream: Reply | None = None
             if token:
                 tracked = self._tracked.get(token)
                 if tracked is None:
                     continue  # deadline passed or cancelled: the client has its answer
                 if kind == KIND_TERMINAL:
                     self._forget(token)
-            if not self._send(sock, route, payload) and token:
+                elif kind == KIND_MORE and tracked.stream:
+                    stream = tracked.reply
+            if not self._send(sock, route, payload, stream) and token:
                 self._drop(token)
 
-    def _send(self, sock: int, route: list[bytes], payload: bytes) -> bool:
-        try:
-            self.sockets[sock].send_multipart([*route, payload], zmq.NOBLOCK)
-            return True
-        except zmq.Again:
-            log.warning("client %s is not reading; dropped a frame", route[0].hex())
-        except zmq.ZMQError as exc:
-            if exc.errno != errno.EHOSTUNREACH:
-                raise
-            log.debug("client %s is gone; dropped a frame", route[0].hex())
-        return False
+    def _send(
+        self, sock: int, route: list[bytes], payload: bytes, stream: Reply | None = None
+    ) -> bool:
+        """Send now, or park behind the client's waiting frames; False if the client is gone."""
+        peer = (sock, route[0])
+        queue = self._parked.get(peer)
+        if queue is None:
+            try:
+                self.sockets[sock].send_multipart([*route, payload], zmq.NOBLOCK)
+            except zmq.Again:
+                queue = self._parked[peer] = collections.deque()
+                self._parked_bytes[peer] = 0
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EHOSTUNREACH:
+                    raise
+                log.debug("client %s is gone; dropped a frame", route[0].hex())
+                return False
+            else:
+                if stream is not None:
+                    stream.grant(1)
+                return True
+        queue.append((route, payload, stream))
+        self._parked_bytes[peer] += len(payload)
+        if len(queue) > PARK_FRAMES or self._parked_bytes[peer] > PARK_BYTES:
+            log.warning(
+                "client %s is not reading (%d frames waiting); dropping them and its streams",
+                route[0].hex(),
+                len(queue),
+            )
+            self._drop_peer(peer)
+        return True
+
+    def _retry_parked(self) -> None:
+        for peer, queue in list(self._parked.items()):
+            sock = self.sockets[peer[0]]
+            while queue:
+                route, payload, stream = queue[0]
+                try:
+                    sock.send_multipart([*route, payload], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError as exc:
+                    if exc.errno != errno.EHOSTUNREACH:
+                        raise
+                    self._drop_peer(peer)
+                    break
+                queue.popleft()
+                self._parked_bytes[peer] -= len(payload)
+                if stream is not None:
+                    stream.grant(1)
+            if not queue:
+                self._parked.pop(peer, None)
+                self._parked_bytes.pop(peer, None)
+
+    def _drop_peer(self, peer: tuple[int, bytes]) -> None:
+        """Forget a client's waiting frames and end its streams without a word."""
+        self._parked.pop(peer, None)
+        self._parked_bytes.pop(peer, None)
+        for token, tracked in list(self._tracked.items()):
+            reply = tracked.reply
+            if reply.sock == peer[0] and reply.route[0] == peer[1]:
+                self._drop(token)
+
+    def _credit(
+        self, identity: bytes, request_id: Any, message: dict[Any, Any], cancel: bool
+    ) -> None:
+        frames = message["credit"]
+        if "method" in message or cancel:
+            raise InvalidArgument("envelope: a credit frame has no method and no cancel")
+        if type(frames) is not int or not 1 <= frames <= _MAX_CREDIT:
+            raise InvalidArgument(f"envelope: credit must be an int from 1 to {_MAX_CREDIT}")
+        token = self._streams.get((identity, _id_key(request_id)))
+        if token is None:
+            return  # naming no open stream: ignored, as a cancel is
+        self._tracked[token].reply.grant(frames, credit=True)
 
     def _cancel(self, identity: bytes, request_id: Any) -> None:
         token = self._streams.get((identity, _id_key(request_id)))

@@ -7,6 +7,13 @@ the stream methods. Replies made outside the front end's thread go through
 an :class:`Outbox` (a deque and an eventfd the socket loop polls), so no
 thread but the front end's ever touches the ROUTER socket.
 
+A stream's Reply carries its flow-control window (docs/protocol.md §6.6):
+the ``more`` frames its producer may still send. Producers ask
+:meth:`Reply.wait_window` before each frame; when it is shut they are called
+back once it opens again (a credit frame, or, for a client that never sends
+credit, a frame of the stream leaving for its ZeroMQ pipe), so a slow reader
+holds a cursor or an iterator, never a queue.
+
 Frames are packed here, in the answering thread, so the socket loop only
 moves bytes. The envelope around a body is written by hand: a body the
 store already holds packed (a container record) is spliced in as is.
@@ -19,18 +26,30 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from wire.codec import pack
 from wire.errors import BerthError, to_wire
 
-__all__ = ["KIND_MORE", "KIND_READY", "KIND_TERMINAL", "Outbox", "Reply"]
+__all__ = [
+    "INITIAL_WINDOW",
+    "KIND_MORE",
+    "KIND_READY",
+    "KIND_TERMINAL",
+    "Outbox",
+    "Reply",
+    "Resume",
+    "feed",
+]
 
 log = logging.getLogger(__name__)
 
 KIND_READY = 1
 KIND_MORE = 2
 KIND_TERMINAL = 3
+
+INITIAL_WINDOW = 16  # more frames a stream may send before any credit
 
 _MAP3 = b"\x83"
 _MAP4 = b"\x84"
@@ -69,6 +88,11 @@ class Outbox:
         if threading.get_ident() != self.loop_thread:
             os.eventfd_write(self.fd, 1)
 
+    @property
+    def pending(self) -> bool:
+        """Whether frames are queued."""
+        return bool(self._queue)
+
     def drain(self) -> list[Entry]:
         """Everything queued so far; called by the socket loop only."""
         with contextlib.suppress(BlockingIOError):
@@ -96,8 +120,13 @@ class Reply:
     """
 
     __slots__ = (
+        "_granted",
+        "_lock",
+        "_on_window",
         "_prefix",
+        "_sent",
         "cancelled",
+        "credit_mode",
         "done",
         "method",
         "ns",
@@ -105,6 +134,7 @@ class Reply:
         "route",
         "sock",
         "token",
+        "window",
     )
 
     def __init__(
@@ -129,6 +159,13 @@ class Reply:
         # passed; a stream producer polls it to stop early.
         self.cancelled = False
         self.done = False
+        # Flow control (streams): see wait_window and grant.
+        self.window = INITIAL_WINDOW
+        self.credit_mode = False  # the client sent a credit frame: it grants from now on
+        self._granted = 0
+        self._sent = 0
+        self._on_window: Callable[[], None] | None = None
+        self._lock = threading.Lock()
 
     # unary
 
@@ -159,8 +196,49 @@ class Reply:
         self.more_packed(pack(body))
 
     def more_packed(self, body: bytes) -> None:
-        """Send one stream frame whose body is already packed."""
+        """Send one stream frame whose body is already packed (it takes one from the window)."""
+        with self._lock:
+            self.window -= 1
+            self._sent += 1
         self._send(KIND_MORE, _MAP4 + self._prefix + _BODY + body + _MORE)
+
+    def wait_window(self, resume: Callable[[], None]) -> bool:
+        """True if a frame may be sent now; else False, and ``resume`` is called when it may.
+
+        ``resume`` runs in the thread that opens the window (the front end's):
+        it should only hand the work back to the producer's own thread.
+        """
+        with self._lock:
+            if self.window > 0:
+                return True
+            self._on_window = resume
+            return False
+
+    def grant(self, frames: int, *, credit: bool = False) -> None:
+        """Open the window by ``frames``: a client's credit, or (``credit`` False) a frame sent on.
+
+        The first credit frame puts the stream in the client's hands: from
+        then on the window is 16 + credits granted - frames sent, and frames
+        leaving for the pipe no longer open it.
+        """
+        with self._lock:
+            if credit:
+                if not self.credit_mode:
+                    self.credit_mode = True
+                self._granted += frames
+                self.window = INITIAL_WINDOW + self._granted - self._sent
+            elif not self.credit_mode:
+                self.window += frames
+            else:
+                return
+            resume = self._on_window if self.window > 0 else None
+            if resume is not None:
+                self._on_window = None
+        if resume is not None and not self.cancelled:
+            try:
+                resume()
+            except Exception:
+                log.exception("stream %s: resuming its producer failed", self.method)
 
     def end(self) -> None:
         """Close the stream normally."""
@@ -192,3 +270,40 @@ def end_frame(prefix: bytes) -> bytes:
 def frame_prefix(request_id: Any) -> bytes:
     """The packed ``v`` and ``id`` entries of a frame answering ``request_id``."""
     return _V1 + _ID + pack(request_id)
+
+
+class Resume:
+    """The message an actor is told to run the next step of a :func:`feed` in its own thread."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: Callable[[], None]) -> None:
+        self.step = step
+
+
+def feed(
+    reply: Reply, frames: Iterator[bytes], resume: Callable[[Callable[[], None]], None]
+) -> None:
+    """Send packed bodies from ``frames`` as the window allows, then ``end``.
+
+    When the window shuts, ``resume(step)`` is called (from the front end's
+    thread) to run the next step where the producer runs; ``resume`` may be
+    ``lambda step: step()`` for frames already in memory.
+    """
+
+    def step() -> None:
+        while True:
+            if reply.cancelled or reply.done:
+                close = getattr(frames, "close", None)
+                if close is not None:
+                    close()
+                return
+            if not reply.wait_window(lambda: resume(step)):
+                return
+            body = next(frames, None)
+            if body is None:
+                reply.end()
+                return
+            reply.more_packed(body)
+
+    step()

@@ -79,7 +79,8 @@ class ImagesService:
         LIST_IMAGES.decode(request.body)
         with self.store.read() as txn:
             images = list(list_images(txn, self.store, request.ns))
-        request.reply.ok_packed(pack({"images": images}))
+            seq = self.store.log.latest(txn)
+        request.reply.ok_packed(pack({"images": images, "seq": seq}))
 
     def put(self, request: Request) -> None:
         """Put {image} -> {}: create or replace the image (``created_at`` kept on replace)."""

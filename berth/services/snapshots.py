@@ -30,8 +30,10 @@ from actors.supervision import Directory
 from runtime.content import ContentStore
 from runtime.image_refs import top_chain_id
 from runtime.snapshot_base import Snapshotter
+from wire.codec import pack
 from wire.frontend import Request, Route
 from wire.identifiers import check_labels
+from wire.reply import feed
 from wire.snapshot_messages import (
     COMMIT_SNAPSHOT,
     MOUNTS_SNAPSHOT,
@@ -125,13 +127,14 @@ class SnapshotsService:
         SNAPSHOT_LIST.decode(request.body)
         with self.store.read() as txn:
             infos = [info_of(r) for r in list_snapshots(txn, self.store, request.ns)]
-        reply = request.reply
-        reply.ready()
-        for start in range(0, len(infos), _LIST_BATCH):
-            if reply.cancelled:
-                return
-            reply.more({"info": infos[start : start + _LIST_BATCH]})
-        reply.end()
+        request.reply.ready()
+        frames = (
+            pack({"info": infos[start : start + _LIST_BATCH]})
+            for start in range(0, len(infos), _LIST_BATCH)
+        )
+        # In memory already: the next frames go out from the front end's
+        # thread as the client's window opens.
+        feed(request.reply, frames, lambda step: step())
 
     def usage(self, request: Request) -> None:
         """Usage {key} -> {size, inodes}."""

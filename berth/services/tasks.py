@@ -26,6 +26,7 @@ from runtime.spec import bundle_spec, load_process, load_spec
 from runtime.stdio import check_stdio
 from wire.codec import pack, timestamp_or_nil, unpack
 from wire.errors import InvalidArgument, NotFound, Unavailable
+from wire.filter import parse_filter
 from wire.frontend import Request, Route
 from wire.identifiers import check_identifier
 from wire.messages import (
@@ -51,6 +52,7 @@ __all__ = ["TasksService", "task_from_record"]
 Mounts = list[dict[str, Any]]
 
 _PKG = "containerd.v1.services.execution.Tasks"
+_EVERYTHING = parse_filter("")
 
 
 def task_from_record(container_id: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -134,17 +136,20 @@ class TasksService:
         LIST_TASKS.decode(request.body)
         prefix = ns_prefix(request.ns)
         with self.store.read() as txn:
+            # Taken first: a task's state is shown before its event commits,
+            # so every event up to this seq is reflected below.
+            seq = self.store.log.latest(txn)
             tasks = []
             for key, raw in self.store.scan(txn, self.store.tasks, prefix):
                 cid = key[len(prefix) :].decode()
                 shown = self.actors.shown(request.ns, cid)
                 tasks.append(shown if shown is not None else task_from_record(cid, unpack(raw)))
-        request.reply.ok_packed(pack({"tasks": tasks}))
+        request.reply.ok_packed(pack({"tasks": tasks, "seq": seq}))
 
     def events(self, request: Request) -> None:
         """Events {} -> stream of Event, from the ``ready`` frame on."""
         EVENTS.decode(request.body)
-        self.directory.tell("events", Subscribe(request.ns, request.reply))
+        self.directory.tell("events", Subscribe(request.reply, _EVERYTHING, task_ns=request.ns))
 
     # writes
 

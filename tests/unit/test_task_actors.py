@@ -10,7 +10,6 @@ import pykka
 import pytest
 
 from actors.containers import ContainerActors
-from actors.events import Publish
 from actors.supervision import Directory
 from actors.task_actors import TaskActors
 from actors.task_handle import TaskHandle
@@ -38,7 +37,9 @@ class Recorder:
 
     def events(self) -> list[tuple[str, int]]:
         with self.lock:
-            return [(m.type, m.pid) for m in self.messages if isinstance(m, Publish)]
+            # Task events travel in the metadata writes that log them.
+            logged = [getattr(m, "event", None) for m in self.messages]
+            return [(e.type, e.pid) for e in logged if e is not None]
 
     def wait_events(self, count: int, timeout: float = 5.0) -> list[tuple[str, int]]:
         deadline = time.monotonic() + timeout
@@ -93,10 +94,10 @@ def shim() -> FakeShim:
 @pytest.fixture
 def directory() -> tuple[Directory, Recorder, Recorder]:
     d = Directory()
-    events, metadata = Recorder(), Recorder()
-    d.set("events", events)  # type: ignore[arg-type]
+    # One recorder: events are logged by the metadata writes.
+    metadata = Recorder()
     d.set("metadata", metadata)  # type: ignore[arg-type]
-    return d, events, metadata
+    return d, metadata, metadata
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import pykka
 import pytest
 
-from actors.events import SEQ_BLOCK, EventBus, Publish, Subscribe
 from actors.task_state import TaskState, TaskStatus
 from wire.errors import FailedPrecondition, NotFound
 
@@ -61,32 +59,6 @@ def test_a_stopped_task_or_a_dead_pid_cannot_be_signalled():
     assert s.live_pid(0) == 10
     with pytest.raises(NotFound, match="pid 99"):
         s.live_pid(99)
-
-
-def test_event_seqs_increase_and_are_reserved_in_blocks(reply_factory):
-    reservations = []
-
-    def reserve(upto, done):
-        reservations.append(upto)
-        done()
-
-    bus = EventBus.start(None, 41, reserve)
-    try:
-        sub = reply_factory()
-        bus.tell(Subscribe("default", sub))
-        for i in range(3):
-            bus.tell(Publish("default", "web", "EXIT", pid=i, exit_status=i, exited_at_ns=7))
-        bus.tell(Publish("other", "web", "START"))
-    finally:
-        bus.stop()  # handles everything queued before it
-    frames = sub.frames
-    assert frames[0]["ready"] is True
-    events = [f["body"] for f in frames[1:]]
-    assert [e["seq"] for e in events] == [41, 42, 43]
-    assert all(e["namespace"] == "default" and e["type"] == "EXIT" for e in events)
-    assert events[0]["exited_at"].to_unix_nano() == 7
-    assert reservations == [41 + SEQ_BLOCK]
-    pykka.ActorRegistry.stop_all()
 
 
 def test_an_exit_seen_before_its_execs_reply_is_held_until_the_exec_is_recorded():
