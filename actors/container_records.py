@@ -13,6 +13,7 @@ from typing import Any
 import lmdb
 import msgpack
 
+from actors.namespace_records import note_namespace
 from actors.snapshot_records import release_snapshot
 from actors.store import Store, ns_key, snapref_key
 from wire.codec import pack, unpack
@@ -29,6 +30,13 @@ __all__ = [
 ]
 
 DEFAULT_RUNTIME = "linux"
+
+
+def _log(txn: lmdb.Transaction, store: Store, ns: str, topic: str, record: bytes) -> None:
+    # The stored fields without the spec: an event is a notice, not a copy.
+    container = unpack(record)
+    payload = {k: container[k] for k in ("id", "image", "runtime", "rootfs", "labels")}
+    store.log.append(txn, ns, topic, container["id"], payload)
 
 
 def _record(container: dict[str, Any], created_at: Any, updated_at: Any) -> bytes:
@@ -55,12 +63,12 @@ def create_container(
 ) -> bytes:
     """Store a new container; returns its packed record."""
     record = _record(container, now, now)
+    note_namespace(txn, store, ns, now)  # the first write into a namespace creates it
     if not txn.put(ns_key(ns, container["id"]), record, db=store.containers, overwrite=False):
         raise AlreadyExists(f'container "{container["id"]}": already exists')
     if container["rootfs"]:
         txn.put(snapref_key(ns, container["rootfs"], container["id"]), b"", db=store.snaprefs)
-    # The first write into a namespace creates it.
-    txn.put(ns.encode(), pack({"created_at": now}), db=store.namespaces, overwrite=False)
+    _log(txn, store, ns, "/containers/create", record)
     return record
 
 
@@ -81,6 +89,7 @@ def update_container(
     merged = apply_container_mask(current, container, paths)
     record = _record(merged, current["created_at"], now)
     txn.put(key, record, db=store.containers)
+    _log(txn, store, ns, "/containers/update", record)
     released = False
     if merged["rootfs"] != current["rootfs"]:
         released = _unref(txn, store, ns, current)
@@ -109,6 +118,7 @@ def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id:
     raw = txn.pop(key, db=store.containers)
     if raw is None:
         raise NotFound(f'container "{container_id}": not found')
+    store.log.append(txn, ns, "/containers/delete", container_id, {"id": container_id})
     return _unref(txn, store, ns, unpack(bytes(raw)))
 
 

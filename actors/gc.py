@@ -30,7 +30,7 @@ from typing import Any
 import lmdb
 import pykka
 
-from actors.image_records import GC_ROOT_LABEL, list_content, list_images
+from actors.image_records import GC_ROOT_LABEL, list_content, list_images, log_content_delete
 from actors.metadata import transact
 from actors.snapshot_records import (
     ACTIVE,
@@ -134,6 +134,7 @@ def mark_and_forget(
         for digest, held in list(list_content(txn, store, ns)):
             if digest not in blobs and GC_ROOT_LABEL not in held["labels"]:
                 txn.delete(ns_key(ns, digest), db=store.content)
+                log_content_delete(txn, store, ns, digest)
     return sorted(forgotten)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import lmdb
 
+from actors.namespace_records import note_namespace
 from actors.store import Store, ns_key, ns_prefix
 from wire.codec import pack, unpack
 from wire.errors import InvalidArgument, NotFound
@@ -33,6 +34,7 @@ __all__ = [
     "get_image",
     "list_content",
     "list_images",
+    "log_content_delete",
     "put_image",
 ]
 
@@ -85,6 +87,7 @@ def put_image(
     txn: lmdb.Transaction, store: Store, ns: str, image: dict[str, Any], stamp: Any
 ) -> dict[str, Any]:
     """Create or replace image ``image["name"]``; returns the stored record."""
+    note_namespace(txn, store, ns, stamp)
     key = ns_key(ns, image["name"])
     raw = txn.get(key, db=store.images)
     created_at = unpack(bytes(raw))["created_at"] if raw is not None else stamp
@@ -101,7 +104,9 @@ def put_image(
         "updated_at": stamp,
     }
     txn.put(key, pack(record), db=store.images)
-    txn.put(ns.encode(), pack({"created_at": stamp}), db=store.namespaces, overwrite=False)
+    topic = "/images/create" if raw is None else "/images/update"
+    payload = {k: record[k] for k in ("name", "labels", "target")}
+    store.log.append(txn, ns, topic, image["name"], payload)
     return record
 
 
@@ -109,6 +114,7 @@ def delete_image(txn: lmdb.Transaction, store: Store, ns: str, name: str) -> Non
     """Forget image ``name`` (what only it used goes at the next collection)."""
     if not txn.delete(ns_key(ns, name), db=store.images):
         raise NotFound(f'image "{name}": not found')
+    store.log.append(txn, ns, "/images/delete", name, {"name": name})
 
 
 def add_content(
@@ -120,10 +126,10 @@ def add_content(
     labels: dict[str, str] | None = None,
 ) -> None:
     """Record that ``ns`` holds each blob of ``digests`` (kept as is when already held)."""
+    note_namespace(txn, store, ns, stamp)
     value = pack({"labels": labels or {}, "created_at": stamp})
     for digest in digests:
         txn.put(ns_key(ns, digest), value, db=store.content, overwrite=labels is not None)
-    txn.put(ns.encode(), pack({"created_at": stamp}), db=store.namespaces, overwrite=False)
 
 
 def get_content(txn: lmdb.Transaction, store: Store, ns: str, digest: str) -> dict[str, Any]:
@@ -146,3 +152,9 @@ def delete_content(txn: lmdb.Transaction, store: Store, ns: str, digest: str) ->
     """The namespace no longer holds ``digest`` (the blob goes once no namespace does)."""
     if not txn.delete(ns_key(ns, digest), db=store.content):
         raise NotFound(f'content "{digest}": not found')
+    log_content_delete(txn, store, ns, digest)
+
+
+def log_content_delete(txn: lmdb.Transaction, store: Store, ns: str, digest: str) -> None:
+    """Log that ``ns`` no longer holds blob ``digest`` (in the transaction that forgot it)."""
+    store.log.append(txn, ns, "/content/delete", digest, {"digest": digest})

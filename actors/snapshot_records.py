@@ -28,6 +28,7 @@ from typing import Any
 
 import lmdb
 
+from actors.namespace_records import note_namespace
 from actors.store import Store, ns_key, ns_prefix, snapchild_key, snapref_key
 from runtime.snapshot_base import Snapshotter
 from wire.codec import pack, unpack
@@ -172,9 +173,10 @@ def _unindex(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any
 
 
 def forget_snapshot(txn: lmdb.Transaction, store: Store, ns: str, record: dict[str, Any]) -> None:
-    """Delete ``record`` and its index entry, checking nothing (for callers that did)."""
+    """Delete ``record`` and its index entry, checking nothing (for callers that did); logged."""
     txn.delete(ns_key(ns, record["key"]), db=store.snapshots)
     _unindex(txn, store, ns, record)
+    store.log.append(txn, ns, "/snapshot/remove", record["key"], {"key": record["key"]})
 
 
 def add_snapshot(
@@ -196,9 +198,15 @@ def add_snapshot(
             )
     full = {**record, "created_at": stamp, "updated_at": stamp}
     packed = pack(full)
+    note_namespace(txn, store, ns, stamp)
     txn.put(ns_key(ns, key), packed, db=store.snapshots)
     _index(txn, store, ns, full)
-    txn.put(ns.encode(), pack({"created_at": stamp}), db=store.namespaces, overwrite=False)
+    if record["kind"] == COMMITTED:
+        # An import's layer is recorded committed at once: a commit of itself.
+        store.log.append(txn, ns, "/snapshot/commit", key, {"key": key, "name": key})
+    else:
+        payload = {"key": key, "parent": record["parent"], "readonly": record["readonly"]}
+        store.log.append(txn, ns, "/snapshot/prepare", key, payload)
     return packed
 
 
@@ -218,9 +226,11 @@ def commit_snapshot(
     committed = {**record, "key": name, "kind": COMMITTED, "updated_at": stamp}
     # ACTIVE -> COMMITTED under a new key: it has no children (refused above),
     # so only its own entry under its parent is renamed.
-    forget_snapshot(txn, store, ns, record)
+    txn.delete(ns_key(ns, key), db=store.snapshots)
+    _unindex(txn, store, ns, record)
     txn.put(ns_key(ns, name), pack(committed), db=store.snapshots)
     _index(txn, store, ns, committed)
+    store.log.append(txn, ns, "/snapshot/commit", name, {"key": key, "name": name})
     return committed
 
 
