@@ -1,20 +1,31 @@
-"""``berth-bench events``: fan-out of task events to M subscribers while tasks churn.
+"""``berth-bench events``: fan-out of task exits to M subscribers while tasks churn.
 
-``--subscribers`` M (default 8) subscriptions to namespace
-``bench-events`` are opened by the bench process, each read by a thread
-of its own, before anything starts; then, at each client count, the
-clients churn short task lifecycles there (create, start, exit, delete:
-:func:`bench.task_ops.lifecycle_op`). Each subscriber stamps every event
-it receives; publish -> receipt is the event's own time stamp (berth:
-``timestamp``; containerd: the envelope's) to that stamp, same host.
+``--subscribers`` M (default 8) subscriptions are opened by the bench
+process, each read by a thread of its own, before anything starts; then,
+at each client count, the clients churn short task lifecycles in
+namespace ``bench-events`` (create, start, exit, delete:
+:func:`bench.task_ops.lifecycle_op`). berth's subscribers are
+``berth.v1.Events/Subscribe`` filtered on
+``topic=="/tasks/exit",namespace==bench-events`` (:class:`bench.log_stream.ExitFanout`),
+or with ``--berth-stream tasks`` the namespace's ``Tasks/Events`` (every
+task event, one a frame); containerd's are its ``Events/Subscribe`` with
+the same filter. So both daemons send each subscriber the same exits.
+
+Each subscriber stamps the arrival of every exit, by wall clock, same
+host: **exit -> receipt** is from the exit's own time (berth: the
+payload's ``exited_at``, stamped by the shim when it reaped the process;
+containerd: ``TaskExit.exited_at``, stamped by its shim the same way) to
+that stamp, the one figure both measure alike. **event stamp ->
+receipt** is from the event's time stamp (berth: the record's
+``timestamp``, taken when the exit is logged, after the daemon read it;
+containerd: the envelope's, taken when it publishes).
 
 Correctness, per subscriber and client count: it received the ``EXIT``
 of every task the clients started (counted against the clients'
-ledgers); on berth, ``seq`` never goes backwards and, on a daemon the
-bench spawned (where no one else publishes), has no gap. Gaps are
-counted in any case. With ``--compare containerd`` the same subscribers
-and churn run against containerd (``Events/Subscribe`` filtered on
-``/tasks/exit``; containerd's envelopes carry no sequence number).
+ledgers); on berth, ``seq`` never goes backwards, and with ``--berth-stream
+tasks`` on a daemon the bench spawned (where no one else publishes) has
+no gap (a filtered Subscribe skips seqs by design). containerd's
+envelopes carry no sequence number.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from typing import Any
 from bench import ctrd as ctrd_mod
 from bench.histogram import summarize
 from bench.load import RunOptions
+from bench.log_stream import ExitFanout
 from bench.options import at_least_one
 from bench.session import Session, run_load_scenario
 from bench.task_events import EventSubscriber
@@ -48,22 +60,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="M",
         help="event subscribers, each its own connection and thread (default 8)",
     )
+    parser.add_argument(
+        "--berth-stream",
+        choices=("subscribe", "tasks"),
+        default="subscribe",
+        help="berth's subscribers: berth.v1.Events/Subscribe filtered on /tasks/exit and the"
+        " namespace (default), or the namespace's Tasks/Events (every task event)",
+    )
 
 
-class _BerthFanout(EventSubscriber):
-    """A berth subscriber that also stamps every event's publish -> receipt delay."""
+class _TasksFanout(EventSubscriber):
+    """A berth ``Tasks/Events`` subscriber that stamps each EXIT's exit -> receipt delay."""
 
     def __init__(self, address: str, namespace: str) -> None:
         super().__init__(address, namespace)
-        self.lags_ns: list[int] = []
+        self.lags_ns: list[int] = []  # exited_at -> receipt
+        self.logged_lags_ns: list[int] = []  # the event's timestamp -> receipt
         self.exits = 0
 
     def _file(self, event: dict[str, Any], received_ns: int, received_wall_ns: int) -> None:
         super()._file(event, received_ns, received_wall_ns)
+        if event.get("type") != "EXIT":
+            return
+        self.exits += 1
+        if (exited_at := event.get("exited_at")) is not None:
+            self.lags_ns.append(received_wall_ns - timestamp_ns(exited_at))
         if (stamp := event.get("timestamp")) is not None:
-            self.lags_ns.append(received_wall_ns - timestamp_ns(stamp))
-        if event.get("type") == "EXIT":
-            self.exits += 1
+            self.logged_lags_ns.append(received_wall_ns - timestamp_ns(stamp))
 
 
 class _CtrdFanout:
@@ -71,7 +94,8 @@ class _CtrdFanout:
 
     def __init__(self, session: Session, namespace: str) -> None:
         self.client = ctrd_mod.Containerd(session.containerd_address or "", namespace, timeout=None)
-        self.lags_ns: list[int] = []
+        self.lags_ns: list[int] = []  # TaskExit.exited_at -> receipt
+        self.logged_lags_ns: list[int] = []  # the envelope's timestamp -> receipt
         self.exits = 0
         self.failure: str | None = None
         self._stream = self.client.events([f'topic=="/tasks/exit",namespace=={namespace}'])
@@ -83,10 +107,11 @@ class _CtrdFanout:
 
     def _run(self) -> None:
         try:
-            for envelope, _ in ctrd_mod.exit_events(self._stream):
+            for envelope, event in ctrd_mod.exit_events(self._stream):
                 received = time.time_ns()
-                stamp = envelope.timestamp
-                self.lags_ns.append(received - (stamp.seconds * 1_000_000_000 + stamp.nanos))
+                exited, stamp = event.exited_at, envelope.timestamp
+                self.lags_ns.append(received - (exited.seconds * 1_000_000_000 + exited.nanos))
+                self.logged_lags_ns.append(received - (stamp.seconds * 1_000_000_000 + stamp.nanos))
                 self.exits += 1
         except Exception as exc:  # a cancelled stream ends here too
             if "CANCELLED" not in str(exc):
@@ -98,12 +123,13 @@ class _CtrdFanout:
         self.client.close()
 
 
-def _open(session: Session, backend: str, count: int) -> list[Any]:
+def _open(session: Session, backend: str, count: int, stream: str) -> list[Any]:
     if backend == "containerd":
         subs = [_CtrdFanout(session, NAMESPACE).start() for _ in range(count)]
         time.sleep(0.5)  # gRPC streams have no "ready" frame: give the subscriptions a moment
         return subs
-    return [_BerthFanout(session.target.address, NAMESPACE).start() for _ in range(count)]
+    kind = _TasksFanout if stream == "tasks" else ExitFanout
+    return [kind(session.target.address, NAMESPACE).start() for _ in range(count)]
 
 
 def _wait_for(subs: list[Any], expected: int) -> None:
@@ -122,6 +148,12 @@ def _check(session: Session, backend: str, subs: list[Any], expected: int, when:
     if backend != "berth":
         return
     for i, sub in enumerate(subs):
+        if isinstance(sub, ExitFanout):
+            if sub.out_of_order:
+                session.breach(f"berth events {when}: subscriber {i} seq went backwards")
+            if sub.failure:
+                session.breach(f"berth events {when}: subscriber {i} failed: {sub.failure}")
+            continue
         stats = sub.stats
         if stats.out_of_order:
             session.breach(f"berth events {when}: subscriber {i} seq went backwards")
@@ -132,15 +164,24 @@ def _check(session: Session, backend: str, subs: list[Any], expected: int, when:
             )
 
 
-def _summary(backend: str, subs: list[Any], expected: int) -> dict[str, Any]:
-    lags = summarize(lag for s in subs for lag in s.lags_ns if lag >= 0)
+def _summary(backend: str, subs: list[Any], expected: int, stream: str) -> dict[str, Any]:
+    exit_lags = summarize(lag for s in subs for lag in s.lags_ns if lag >= 0)
+    logged_lags = summarize(lag for s in subs for lag in s.logged_lags_ns if lag >= 0)
     figures: dict[str, Any] = {
         "subscribers": len(subs),
+        "stream": stream if backend == "berth" else "Events/Subscribe /tasks/exit",
         "exits_expected_each": expected,
         "exits_received": [s.exits for s in subs],
-        "publish_to_receipt": lags.to_json(),
+        "exit_to_receipt": exit_lags.to_json(),
+        "exit_to_receipt_meaning": "exited_at (shim's reaping) -> the subscriber's receipt",
+        "publish_to_receipt": logged_lags.to_json(),
+        "publish_to_receipt_meaning": "the event's timestamp (berth: logged; containerd:"
+        " published) -> receipt, EXITs only",
     }
-    if backend == "berth":
+    if backend == "berth" and stream == "subscribe":
+        figures["frames_received"] = [s.frames for s in subs]
+        figures["out_of_order"] = [s.out_of_order for s in subs]
+    elif backend == "berth":
         figures["events_received"] = [s.stats.received for s in subs]
         figures["seq_gaps"] = [s.stats.gaps for s in subs]
         figures["missing_seqs"] = [s.stats.missing_seqs for s in subs]
@@ -148,14 +189,14 @@ def _summary(backend: str, subs: list[Any], expected: int) -> dict[str, Any]:
     return figures
 
 
-def _measure(session: Session, count: int) -> None:
+def _measure(session: Session, count: int, stream: str) -> None:
     subs: dict[str, list[Any]] = {}
     expected = dict.fromkeys(session.backends, 0)
     try:
         with scratch_rootfs(session.options.workdir) as rootfs:
             for backend in session.backends:
                 clear_namespace(session, backend, NAMESPACE)
-                subs[backend] = _open(session, backend, count)
+                subs[backend] = _open(session, backend, count, stream)
             phases = lifecycle_phases(session, NAMESPACE, rootfs, "at {clients} clients")
             for clients, shape, backend, started in phases:
                 expected[backend] += started
@@ -166,25 +207,28 @@ def _measure(session: Session, count: int) -> None:
         for backend, group in subs.items():
             for sub in group:
                 sub.close()
-            session.outcome.extra.setdefault("events", {})[backend] = _summary(
-                backend, group, expected[backend]
-            )
-            lag = session.outcome.extra["events"][backend]["publish_to_receipt"]
+            figures = _summary(backend, group, expected[backend], stream)
+            session.outcome.extra.setdefault("events", {})[backend] = figures
+            lag, stamp = figures["exit_to_receipt"], figures["publish_to_receipt"]
             session.outcome.notes.append(
-                f"events {backend}: {len(group)} subscribers, {expected[backend]:,} EXITs each"
-                f" expected; publish -> receipt p50 {lag['p50_ms']:.3f}, p99 {lag['p99_ms']:.3f},"
-                f" p99.9 {lag['p99_9_ms']:.3f}, max {lag['max_ms']:.3f} ms"
+                f"events {backend} ({figures['stream']}): {len(group)} subscribers,"
+                f" {expected[backend]:,} EXITs each expected, {min(figures['exits_received'])}"
+                f" fewest received; exit -> receipt p50 {lag['p50_ms']:.3f}, p99"
+                f" {lag['p99_ms']:.3f}, p99.9 {lag['p99_9_ms']:.3f}, max {lag['max_ms']:.3f} ms;"
+                f" event stamp -> receipt p50 {stamp['p50_ms']:.3f}, p99 {stamp['p99_ms']:.3f} ms"
             )
 
 
 def run(options: RunOptions, args: argparse.Namespace) -> int:
     """Run the scenario; 0, or 1 on a correctness breach or an aborted run."""
     count: int = args.subscribers
+    stream: str = args.berth_stream
     return run_load_scenario(
         "events",
         options,
-        lambda session: _measure(session, count),
+        lambda session: _measure(session, count, stream),
         namespaces=(NAMESPACE,),
-        config={"subscribers": count, "process": "true"},
-        clean="every subscriber saw every started task's EXIT; no seq gap",
+        config={"subscribers": count, "process": "true", "berth_stream": stream},
+        clean="every subscriber saw every started task's EXIT; seqs increasing"
+        + ("; no seq gap" if stream == "tasks" else ""),
     )
