@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import containers, events, execs, images, mixed, progress, tasks
+from bench import containers, events, events_replay, execs, images, mixed, progress, tasks
 from bench.load import CLIENT_SHAPES, Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
@@ -83,6 +83,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Event fan-out: M subscribers while clients churn task lifecycles",
         events.add_arguments,
         events.run,
+    ),
+    Scenario(
+        "events-replay",
+        "Event log replay: fill a fresh berthd's log (Images/Put), then time Events/Subscribe"
+        " from the oldest event to the latest",
+        events_replay.add_arguments,
+        events_replay.run,
     ),
     Scenario(
         "mixed",

@@ -5,6 +5,13 @@ state and its ipc socket (a short path: ipc paths are limited to ~107
 bytes), logs at ``warning`` level into ``berthd.log`` there, and is stopped
 with SIGTERM at the end. Only a spawned daemon's memory can be read
 (``RssAnon`` of ``/proc/<pid>/status``).
+
+``tree`` spawns the berthd of another source tree (e.g. a ``git worktree``
+of an older commit): the same interpreter, run in that directory with it
+first on ``PYTHONPATH``, so ``python -m berth.daemon`` and everything it
+imports (and the zygote and shims it starts, which inherit the
+environment) come from there. ``config`` is written as the daemon's TOML
+file (``--config``).
 """
 
 from __future__ import annotations
@@ -186,7 +193,21 @@ def _state_parent() -> str | None:
     return None
 
 
-def _spawn(parent_dir: str | None, log_level: str) -> Target:
+def _toml(config: dict[str, int | float | str]) -> str:
+    """``config`` as TOML: flat keys of ints, floats and strings."""
+    lines = []
+    for key, value in config.items():
+        text = f'"{value}"' if isinstance(value, str) else repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _spawn(
+    parent_dir: str | None,
+    log_level: str,
+    tree: Path | None = None,
+    config: dict[str, int | float | str] | None = None,
+) -> Target:
     workdir = Path(tempfile.mkdtemp(prefix="bb-", dir=parent_dir or "/tmp"))
     sock = workdir / "b.sock"
     state_parent = _state_parent()
@@ -196,6 +217,16 @@ def _spawn(parent_dir: str | None, log_level: str) -> Target:
         else workdir / "state"
     )
     target = Target(address=f"ipc://{sock}", workdir=workdir, state_dir=state)
+    extra: list[str] = []
+    if config:
+        (workdir / "berthd.toml").write_text(_toml(config))
+        extra = ["--config", str(workdir / "berthd.toml")]
+    env = None
+    if tree is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
     log = open(workdir / "berthd.log", "ab")  # noqa: SIM115 - the child owns it
     target.proc = subprocess.Popen(
         [
@@ -210,7 +241,10 @@ def _spawn(parent_dir: str | None, log_level: str) -> Target:
             target.address,
             "--log-level",
             log_level,
+            *extra,
         ],
+        cwd=tree,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -228,13 +262,21 @@ def _spawn(parent_dir: str | None, log_level: str) -> Target:
 
 @contextmanager
 def open_target(
-    address: str | None, *, workdir: str | None = None, log_level: str = "warning"
+    address: str | None,
+    *,
+    workdir: str | None = None,
+    log_level: str = "warning",
+    tree: Path | None = None,
+    config: dict[str, int | float | str] | None = None,
 ) -> Iterator[Target]:
-    """The daemon at ``address``, or a spawned one (stopped and removed on exit)."""
+    """The daemon at ``address``, or a spawned one (stopped and removed on exit).
+
+    A spawned one runs from source ``tree`` when given, with ``config`` as its TOML file.
+    """
     if address is not None:
         yield Target(address=address)
         return
-    target = _spawn(workdir, log_level)
+    target = _spawn(workdir, log_level, tree, config)
     try:
         yield target
     finally:
