@@ -17,6 +17,17 @@ its seqs back (:meth:`EventLog.rollback`), a batch whose commit fails gives
 back all of its own (:meth:`EventLog.abort`), so the committed log never
 has a gap. After a restart numbering continues from the last logged seq,
 or from the trimmed mark when retention emptied the log.
+
+Exits (and OOMs) reported by shims are delivered before their commit is
+on disk, so logging adds no fsync to the exit path: the metadata actor
+first appends the batch (its events and task records, exactly as they
+will be committed) to the store's journal (:mod:`runtime.journal`, one
+unsynced write), hands the events to the bus, then commits. A daemon
+killed in between finds the batch in the journal when it opens the store
+and commits it under the same seqs (:meth:`EventLog.recover`), so an
+event a subscriber saw is in the log as it saw it. The shim's own exit
+file is the durable record of the exit: after a power loss that took the
+journal too, the exit is found again at start-up and logged afresh.
 """
 
 from __future__ import annotations
@@ -162,6 +173,35 @@ class EventLog:
         self.next_seq = seq + 1
         self._pending.append(LoggedEvent(seq, packed, ns, topic, object_id, kind))
         return seq
+
+    def pending(self) -> list[LoggedEvent]:
+        """The events of the batch so far, not yet committed."""
+        return list(self._pending)
+
+    def recover(self, entries: list[dict[str, Any]]) -> int:
+        """Commit journal ``entries`` a killed daemon delivered but did not commit; how many.
+
+        Each entry is ``{"tasks": [[task key, packed record]], "events":
+        [[seq, packed event]]}``; one whose first seq is below the next seq was
+        committed after all, and one past it cannot follow the log (the log
+        lost a commit the journal kept: only a power loss does that) and is
+        left to the start-up reconcile, which finds those exits again.
+        """
+        recovered = 0
+        with self.store.env.begin(write=True) as txn:
+            for entry in entries:
+                # A retried batch's entry repeats the failed one's events first.
+                events = [(seq, packed) for seq, packed in entry["events"] if seq >= self.next_seq]
+                if not events or events[0][0] != self.next_seq:
+                    continue
+                for key, record in entry["tasks"]:
+                    txn.put(key, record, db=self.store.tasks)
+                for seq, packed in events:
+                    txn.put(seq_key(seq), packed, db=self.store.events, append=True)
+                self.next_seq = events[-1][0] + 1
+                recovered += len(events)
+        self._batch_start = self.next_seq
+        return recovered
 
     def mark(self) -> int:
         """Where a child transaction starts, for :meth:`rollback`."""

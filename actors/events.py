@@ -199,6 +199,11 @@ class EventBus(SupervisedActor):
     # sending
 
     def _committed(self, events: list[LoggedEvent]) -> None:
+        if events[0].seq <= self._latest:
+            # Exits come twice: before their commit and after it (actors.event_log).
+            events = [e for e in events if e.seq > self._latest]
+            if not events:
+                return
         self._recent.extend(events)
         self._latest = events[-1].seq
         self.published += len(events)

@@ -200,6 +200,21 @@ _WRITES = (
 )
 
 
+_FACTS = ("EXIT", "OOM")
+
+
+def _is_fact(write: Any) -> bool:
+    """An exit or OOM a shim reported: nothing waits for it, and it is durable in the shim."""
+    return (
+        isinstance(write, PutTask | LogTaskEvent)
+        and write.event is not None
+        and write.event.type in _FACTS
+        and write.reply is None
+        and write.done is None
+        and not (isinstance(write, PutTask) and write.create)
+    )
+
+
 def transact(
     directory: Directory,
     apply: Callable[[lmdb.Transaction, Store, Any], bytes],
@@ -246,12 +261,20 @@ class MetadataActor(SupervisedActor):
         self.on_events = on_events
         self._released = False
         self._batch: list[Write] = []
+        self._facts = False  # the batch holds only exits and OOMs from shims
+        # Writes whose events were delivered but whose commit failed: applied
+        # again, with their first stamps, ahead of the next batch (same seqs).
+        self._unlogged: list[tuple[Write, Any]] = []
         self.commits = 0  # for tests and stats: how many durable transactions so far
 
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _WRITES):
             log.warning("metadata actor: unexpected message %r", message)
             return None
+        fact = _is_fact(message)
+        if self._batch and fact != self._facts:
+            self._commit()  # exits are delivered before their commit: keep them apart
+        self._facts = fact
         self._batch.append(message)
         # Group commit: while writers are queued behind this one, take them
         # too; commit when the mailbox is empty or the batch is full.
@@ -271,18 +294,28 @@ class MetadataActor(SupervisedActor):
         batch = self._batch
         results: list[bytes | BaseException] = []
         stamp = now()
+        unlogged = self._unlogged
+        delivered = False
         try:
             with self.store.env.begin(write=True) as txn:
+                for write, first_stamp in unlogged:
+                    self._apply(txn, write, first_stamp)
                 for write in batch:
                     results.append(self._apply(txn, write, stamp))
+                if self._facts:
+                    delivered = self._deliver_early(unlogged, batch)
         except lmdb.MapFullError as exc:
             log.error("metadata store full; %d writes refused", len(batch))
             results = [ResourceExhausted(f"metadata store is full: {exc}")] * len(batch)
-            self.store.log.abort()
+            self._failed(batch, stamp, delivered)
         except lmdb.Error as exc:
             log.error("metadata commit failed; %d writes refused: %s", len(batch), exc)
             results = [Unavailable(f"metadata store: commit failed: {exc}")] * len(batch)
-            self.store.log.abort()
+            self._failed(batch, stamp, delivered)
+        else:
+            if unlogged or delivered:
+                self._unlogged = []
+                self._clear_journal()
         self._batch = []
         self.commits += 1
         events = self.store.log.committed()
@@ -313,12 +346,62 @@ class MetadataActor(SupervisedActor):
                 except Exception:
                     log.exception("metadata: completion of %s failed", type(write).__name__)
 
-    def _log_task(self, txn: lmdb.Transaction, ns: str, cid: str, event: TaskEvent | None) -> None:
+    def _deliver_early(self, unlogged: list[tuple[Write, Any]], batch: list[Write]) -> bool:
+        """Journal the batch's events and task records, then hand the events to the bus.
+
+        Before the commit, so no fsync lies between an exit and its event;
+        a daemon killed before the commit lands recovers the journal with
+        the same seqs (:meth:`actors.event_log.EventLog.recover`).
+        """
+        events = self.store.log.pending()
+        if not events or self.on_events is None:
+            return False
+        writes = [w for w, _ in unlogged] + batch
+        entry = {
+            "tasks": [
+                [ns_key(w.ns, w.container_id), pack(w.record)]
+                for w in writes
+                if isinstance(w, PutTask)
+            ],
+            "events": [[e.seq, e.packed] for e in events],
+        }
+        try:
+            self.store.journal.append(pack(entry))
+        except OSError as exc:
+            log.warning("metadata: journal write failed (%s); exits wait for the commit", exc)
+            return False
+        try:
+            self.on_events(events)
+        except Exception:
+            log.exception("metadata: handing %d events to the bus failed", len(events))
+        return True
+
+    def _failed(self, batch: list[Write], stamp: Any, delivered: bool) -> None:
+        """The commit failed: its seqs are free again, except those already delivered."""
+        self.store.log.abort()
+        if delivered:
+            self._unlogged = self._unlogged + [(w, stamp) for w in batch]
+            log.error(
+                "metadata: %d delivered events not yet committed; retried with the next write",
+                len(self._unlogged),
+            )
+
+    def _clear_journal(self) -> None:
+        try:
+            self.store.journal.clear()
+        except OSError as exc:
+            log.warning("metadata: journal not cleared: %s", exc)
+
+    def _log_task(
+        self, txn: lmdb.Transaction, ns: str, cid: str, event: TaskEvent | None, stamp: Any
+    ) -> None:
         if event is not None:
             payload = task_payload(
                 cid, event.pid, event.exit_status, event.exited_at_ns, event.type
             )
-            self.store.log.append(txn, ns, TASK_TOPICS[event.type], cid, payload)
+            # The batch's stamp, so an event applied again after a failed
+            # commit is the same bytes its subscribers saw.
+            self.store.log.append(txn, ns, TASK_TOPICS[event.type], cid, payload, stamp)
 
     def _apply(self, txn: lmdb.Transaction, write: Write, stamp: Any) -> bytes | BaseException:
         child = self.store.env.begin(write=True, parent=txn)
@@ -344,14 +427,14 @@ class MetadataActor(SupervisedActor):
                 put_task(
                     child, self.store, write.ns, write.container_id, write.record, write.create
                 )
-                self._log_task(child, write.ns, write.container_id, write.event)
+                self._log_task(child, write.ns, write.container_id, write.event, stamp)
                 body = EMPTY_BODY
             elif isinstance(write, DeleteTask):
                 child.delete(ns_key(write.ns, write.container_id), db=self.store.tasks)
-                self._log_task(child, write.ns, write.container_id, write.event)
+                self._log_task(child, write.ns, write.container_id, write.event, stamp)
                 body = EMPTY_BODY
             elif isinstance(write, LogTaskEvent):
-                self._log_task(child, write.ns, write.container_id, write.event)
+                self._log_task(child, write.ns, write.container_id, write.event, stamp)
                 body = EMPTY_BODY
             else:
                 _, more = self.store.log.trim(

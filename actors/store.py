@@ -59,6 +59,7 @@ from typing import Any
 import lmdb
 
 from actors.event_log import TRIMMED_KEY, EventLog
+from runtime.journal import Journal
 from wire.codec import unpack
 from wire.errors import Unavailable
 
@@ -191,6 +192,12 @@ class Store:
             self.env.close()  # one environment per path per process: let a retry reopen it
             raise
         self.log = EventLog(self)
+        # Exits delivered before their commit reached the disk (actors.event_log).
+        self.journal = Journal(path / "delivered.journal")
+        recovered = self.log.recover([unpack(r) for r in self.journal.records()])
+        if recovered:
+            log.warning("metadata store %s: %d delivered events recovered", path, recovered)
+        self.journal.clear(truncate=True)
 
     def _check_schema(self) -> None:
         with self.env.begin(write=True, db=self.schema) as txn:
@@ -252,4 +259,5 @@ class Store:
 
     def close(self) -> None:
         """Close the environment (after the metadata actor has stopped)."""
+        self.journal.close()
         self.env.close()
