@@ -42,6 +42,7 @@ from berth.client_base import (
     nothing,
     whole,
 )
+from berth.client_events import AsyncEvents, Events
 from berth.client_images import Content, Images, Snapshots
 from wire.transport import AsyncTransport, SyncTransport
 
@@ -350,7 +351,10 @@ class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
     A streaming method sends its request at once and returns a generator
     when the stream is in place (its ``ready`` frame came); ``close()`` the
     generator (or drop it after ``break``) to cancel it on the daemon.
+    ``events.subscribe()`` follows the event log across daemon restarts.
     """
+
+    events: Events
 
     def __init__(
         self,
@@ -365,6 +369,7 @@ class Client(_Api[Body, list[Body], None, Generator[Body, None, None]]):
             address, server_public_key=server_public_key, client_keypair=client_keypair
         )
         super().__init__(SyncInvoker(self._transport, namespace, timeout))
+        self.events = Events(self._invoker)
 
     @property
     def address(self) -> str:
@@ -401,7 +406,11 @@ class AsyncClient(
     and replies matched by id. It belongs to the event loop of its first
     call. Streams are async generators: ``aclose()`` one, or iterate it under
     ``contextlib.aclosing``, to cancel it on the daemon when leaving early.
+    ``events.subscribe()`` is an async iterator that follows the event log
+    across daemon restarts.
     """
+
+    events: AsyncEvents
 
     def __init__(
         self,
@@ -416,6 +425,7 @@ class AsyncClient(
             address, server_public_key=server_public_key, client_keypair=client_keypair
         )
         super().__init__(AsyncInvoker(self._transport, namespace, timeout))
+        self.events = AsyncEvents(self._invoker)
 
     @property
     def address(self) -> str:

@@ -65,6 +65,8 @@ class Rpc:
     extract: Callable[[Body], Any] = whole
     namespace: str | None = None
     timeout: Timeout = DEFAULT
+    # A stream's bound on the wait for each frame (None: only ``timeout``).
+    idle_timeout: float | None = None
 
 
 class Invoker(Protocol):
@@ -102,7 +104,12 @@ class SyncInvoker(InvokerBase):
         # that subscribes to Events and then acts misses nothing.
         ns, timeout = self._options(rpc)
         return self.transport.open_stream(
-            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
+            rpc.method,
+            rpc.body,
+            namespace=ns,
+            timeout=timeout,
+            extract=rpc.extract,
+            idle_timeout=rpc.idle_timeout,
         )
 
 
@@ -119,7 +126,12 @@ class AsyncInvoker(InvokerBase):
     def stream(self, rpc: Rpc) -> AsyncGenerator[Any, None]:
         ns, timeout = self._options(rpc)
         return self.transport.stream(
-            rpc.method, rpc.body, namespace=ns, timeout=timeout, extract=rpc.extract
+            rpc.method,
+            rpc.body,
+            namespace=ns,
+            timeout=timeout,
+            extract=rpc.extract,
+            idle_timeout=rpc.idle_timeout,
         )
 
 

@@ -5,6 +5,13 @@ counter, keeps one inbox per pending call, routes each received payload to
 its call by ``id``, and turns reply frames into bodies, stream items or the
 error class of :mod:`wire.errors`. :mod:`wire.transport` drives it over a
 socket, blocking or asyncio.
+
+Flow control (docs/protocol.md §6.6): the core counts the ``more`` frames
+each stream has handed to its reader and, once :data:`CREDIT_BATCH` have
+been, :meth:`ClientCore.credit_payload` gives the credit frame that grants
+as many again. The daemon's window starts at 16, so with batches of 8 a
+reader that keeps reading never waits on it, and one that stops holds at
+most 16 frames of the stream in flight.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from wire.errors import (
 
 __all__ = [
     "CANCEL_DRAIN",
+    "CREDIT_BATCH",
     "DEFAULT_ADDRESS",
     "LOCAL_GRACE",
     "Body",
@@ -48,6 +56,9 @@ PROTOCOL_VERSION = 1
 LOCAL_GRACE = 0.5
 # Upper bound, in seconds, on waiting for a cancelled stream's terminal frame.
 CANCEL_DRAIN = 2.0
+# Stream frames consumed per credit frame: half the daemon's initial window
+# of 16, so the grant is back before the window runs dry.
+CREDIT_BATCH = 8
 
 Body = dict[str, Any]
 
@@ -82,13 +93,15 @@ class StreamMarker(enum.Enum):
 class _Call:
     """One pending call: its method, the frames received and not yet read."""
 
-    __slots__ = ("inbox", "method", "open")
+    __slots__ = ("inbox", "method", "open", "ungranted")
 
     def __init__(self, method: str) -> None:
         self.method = method
         self.inbox: deque[Body] = deque()
         # True until the call's terminal frame (reply, end or error) was read.
         self.open = True
+        # ``more`` frames handed to the reader and not yet granted back.
+        self.ungranted = 0
 
 
 class ClientCore:
@@ -133,6 +146,21 @@ class ClientCore:
     def cancel_payload(self, call_id: int) -> bytes:
         """The frame that ends the open stream ``call_id``."""
         return pack({"v": PROTOCOL_VERSION, "id": call_id, "cancel": True})
+
+    def credit_payload(self, call_id: int) -> bytes | None:
+        """The credit frame due for stream ``call_id``, or None when none is.
+
+        Due once :data:`CREDIT_BATCH` ``more`` frames have been read since
+        the last grant; never for a stream that is finished or whose
+        terminal frame has already arrived (nothing is left to grant for).
+        """
+        call = self._calls.get(call_id)
+        if call is None or not call.open or call.ungranted < CREDIT_BATCH:
+            return None
+        if any(_is_terminal(frame) for frame in call.inbox):
+            return None
+        call.ungranted -= CREDIT_BATCH
+        return pack({"v": PROTOCOL_VERSION, "id": call_id, "credit": CREDIT_BATCH})
 
     def feed(self, payload: bytes) -> int | None:
         """File a received payload under its call; the call's id, or None if dropped."""
@@ -192,6 +220,7 @@ class ClientCore:
         if frame.get("ready"):
             return StreamMarker.READY
         if frame.get("more"):
+            call.ungranted += 1
             return self._body(call, frame)
         call.open = False
         raise InvalidArgument(f"{call.method} is not a streaming method: use call()")
@@ -202,6 +231,10 @@ class ClientCore:
         if not isinstance(body, dict):
             raise Internal(f"{call.method}: malformed reply body {body!r}")
         return body
+
+
+def _is_terminal(frame: Body) -> bool:
+    return "error" in frame or bool(frame.get("end"))
 
 
 def identity(body: Body) -> Any:

@@ -13,7 +13,15 @@ sockets; the drivers here only move bytes and wait:
 
 Deadlines: with a timeout, the request carries ``timeout_ms`` and the server
 ends the call with ``DEADLINE_EXCEEDED``; the client also stops waiting
-itself ``LOCAL_GRACE`` seconds later, in case the server never answers.
+itself ``LOCAL_GRACE`` seconds later, in case the server never answers. A
+stream may also bound the wait for each of its frames (``idle_timeout``),
+which is how a long stream with a heartbeat (``Events/Subscribe``'s
+progress frames) notices a daemon that died without a word: nothing on the
+socket says so, since ZeroMQ reconnects quietly.
+
+Flow control: both drivers send the credit frame the core says is due
+(every 8 frames) once the reader has taken the frames and asked for the
+next, so a stream left or finished sends none.
 """
 
 from __future__ import annotations
@@ -111,6 +119,14 @@ class _Connection:
         return drain if deadline is None else min(drain, deadline)
 
 
+def _frame_deadline(deadline: float | None, idle_timeout: float | None) -> float | None:
+    """When to stop waiting for a stream's next frame: the call's deadline or the idle bound."""
+    if idle_timeout is None:
+        return deadline
+    idle = time.monotonic() + idle_timeout
+    return idle if deadline is None else min(idle, deadline)
+
+
 class SyncTransport(_Connection):
     """Blocking client connection on a DEALER socket. Not thread-safe: one per thread.
 
@@ -153,10 +169,16 @@ class SyncTransport(_Connection):
         namespace: str,
         timeout: float | None,
         extract: Callable[[Body], _T] = identity,
+        idle_timeout: float | None = None,
     ) -> Generator[_T, None, None]:
         """Yield ``extract(body)`` of each item of a server stream (sent on the first read)."""
         yield from self.open_stream(
-            method, body, namespace=namespace, timeout=timeout, extract=extract
+            method,
+            body,
+            namespace=namespace,
+            timeout=timeout,
+            extract=extract,
+            idle_timeout=idle_timeout,
         )
 
     def open_stream(
@@ -167,25 +189,29 @@ class SyncTransport(_Connection):
         namespace: str,
         timeout: float | None,
         extract: Callable[[Body], _T] = identity,
+        idle_timeout: float | None = None,
     ) -> Generator[_T, None, None]:
         """Send a stream's request now; return once it is in place (its ``ready`` came).
 
         What the server sends after that is not missed: for ``Events``, the
-        subscription is live when this returns.
+        subscription is live when this returns. ``idle_timeout`` bounds the
+        wait for each frame, ``ready`` included (DeadlineExceeded past it).
         """
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
             self._send(payload, deadline)
-            step = self._core.stream_step(call_id, self._wait(call_id, deadline))
+            frame = self._wait(call_id, _frame_deadline(deadline, idle_timeout))
+            step = self._core.stream_step(call_id, frame)
         except BaseException:
             self._end_stream(call_id, deadline)
             raise
-        return self._stream_rest(call_id, deadline, extract, step)
+        return self._stream_rest(call_id, deadline, idle_timeout, extract, step)
 
     def _stream_rest(
         self,
         call_id: int,
         deadline: float | None,
+        idle_timeout: float | None,
         extract: Callable[[Body], _T],
         step: Body | StreamMarker,
     ) -> Generator[_T, None, None]:
@@ -193,7 +219,10 @@ class SyncTransport(_Connection):
             while step is not StreamMarker.END:
                 if step is not StreamMarker.READY:
                     yield extract(step)
-                step = self._core.stream_step(call_id, self._wait(call_id, deadline))
+                    # Back from the yield: the reader took the frame and wants more.
+                    self._send_credit(call_id)
+                frame = self._wait(call_id, _frame_deadline(deadline, idle_timeout))
+                step = self._core.stream_step(call_id, frame)
         finally:
             self._end_stream(call_id, deadline)
 
@@ -208,6 +237,18 @@ class SyncTransport(_Connection):
     def _send_cancel(self, call_id: int) -> None:
         with contextlib.suppress(DeadlineExceeded, zmq.Again):
             self._send(self._core.cancel_payload(call_id), time.monotonic() + CANCEL_DRAIN)
+
+    def _send_credit(self, call_id: int) -> None:
+        # File what has already arrived first: a stream whose terminal frame
+        # is in is owed nothing.
+        while self._socket.poll(0):
+            self._core.feed(self._socket.recv_multipart()[-1])
+        payload = self._core.credit_payload(call_id)
+        if payload is not None:
+            # A credit that cannot go out is not an error: a lost daemon shows
+            # on the stream itself, and a client that never grants still works.
+            with contextlib.suppress(DeadlineExceeded, zmq.Again):
+                self._send(payload, time.monotonic() + CANCEL_DRAIN)
 
     def _wait(self, call_id: int, deadline: float | None) -> Body:
         """The next frame of ``call_id``, reading (and filing) others until it comes."""
@@ -293,17 +334,25 @@ class AsyncTransport(_Connection):
         namespace: str,
         timeout: float | None,
         extract: Callable[[Body], _T] = identity,
+        idle_timeout: float | None = None,
     ) -> AsyncGenerator[_T, None]:
-        """Yield ``extract(body)`` of each item of a server stream."""
+        """Yield ``extract(body)`` of each item of a server stream.
+
+        ``idle_timeout`` bounds the wait for each frame, ``ready`` included
+        (DeadlineExceeded past it).
+        """
         call_id, payload, deadline = self._begin(method, body, namespace, timeout)
         try:
             await self._send(call_id, payload, deadline)
             while True:
-                step = self._core.stream_step(call_id, await self._wait(call_id, deadline))
+                frame = await self._wait(call_id, _frame_deadline(deadline, idle_timeout))
+                step = self._core.stream_step(call_id, frame)
                 if step is StreamMarker.END:
                     return
                 if step is not StreamMarker.READY:
                     yield extract(step)
+                    # Back from the yield: the reader took the frame and wants more.
+                    await self._send_credit(call_id)
         finally:
             await self._end_stream(call_id, deadline)
 
@@ -323,6 +372,13 @@ class AsyncTransport(_Connection):
         with contextlib.suppress(DeadlineExceeded):
             payload = self._core.cancel_payload(call_id)
             await self._send(call_id, payload, time.monotonic() + CANCEL_DRAIN)
+
+    async def _send_credit(self, call_id: int) -> None:
+        payload = self._core.credit_payload(call_id)
+        if payload is not None:
+            # As for the sync driver: a credit that cannot go out is no error.
+            with contextlib.suppress(DeadlineExceeded):
+                await self._send(call_id, payload, time.monotonic() + CANCEL_DRAIN)
 
     def _finish(self, call_id: int) -> None:
         self._core.finish(call_id)

@@ -316,6 +316,7 @@ def test_exported_members():
         "Internal",
         "InvalidArgument",
         "NotFound",
+        "OutOfRange",
         "PermissionDenied",
         "ResourceExhausted",
         "Unauthenticated",
