@@ -23,7 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import containers, events, events_replay, execs, images, mixed, progress, tasks
+from bench import (
+    containers,
+    containers_ab,
+    events,
+    events_replay,
+    execs,
+    images,
+    mixed,
+    progress,
+    tasks,
+)
 from bench.load import CLIENT_SHAPES, Load, RunOptions
 
 __all__ = ["SCENARIOS", "Scenario", "build_parser", "main"]
@@ -64,6 +74,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Containers service: create, get, update, list, delete; scale and memory checks",
         containers.add_arguments,
         containers.run,
+    ),
+    Scenario(
+        "containers-ab",
+        "Containers create/update/delete on this checkout's berthd and another tree's"
+        " (--berthd-tree), alternating",
+        containers_ab.add_arguments,
+        containers_ab.run,
     ),
     Scenario(
         "tasks",
