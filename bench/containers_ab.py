@@ -22,6 +22,10 @@ most 10% in ops/s (``A / B >= 0.90``).
 
 Correctness, per side and round: after create and after delete, List of
 the namespace equals the clients' acknowledged creates minus deletes.
+
+The daemons' CPU time per call (µs/op, each side's process over its
+measured windows) is reported beside, with its ratio: on a shared machine
+it moves less with the neighbours' load than ops/s does.
 """
 
 from __future__ import annotations
@@ -148,6 +152,9 @@ def _summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "ops_per_s_ratio": None if ratio is None else round(ratio, 3),
                 "p50_ratio": round(a["p50_ms"] / b["p50_ms"], 3) if b.get("p50_ms") else None,
                 "p99_ratio": round(a["p99_ms"] / b["p99_ms"], 3) if b.get("p99_ms") else None,
+                "cpu_per_op_ratio": round(a["daemon_cpu_us_per_op"] / b["daemon_cpu_us_per_op"], 3)
+                if a.get("daemon_cpu_us_per_op") and b.get("daemon_cpu_us_per_op")
+                else None,
                 "meaning": "ratios A / B: ops/s below 1 and latencies above 1 are A's cost",
                 "met": ratio is not None and ratio >= 1 - MAX_COST,
             }
@@ -178,7 +185,8 @@ def _print(report: dict[str, Any]) -> None:
     print(f"\nmedian of {report['config']['rounds']} round(s), A / B:")
     header = (
         f"{'clients':>7}  {'phase':<7}{'A ops/s':>9}{'B ops/s':>9}{'ratio':>7}"
-        f"{'A p50':>8}{'B p50':>8}{'ratio':>7}{'A p99':>8}{'B p99':>8}{'ratio':>7}  target"
+        f"{'A p50':>8}{'B p50':>8}{'ratio':>7}{'A p99':>8}{'B p99':>8}{'ratio':>7}"
+        f"{'CPU/op':>8}  target"
     )
     print(header)
     print("-" * len(header))
@@ -189,7 +197,7 @@ def _print(report: dict[str, Any]) -> None:
             f"{s['clients']:>7}  {s['phase']:<7}{a['ops_per_s']:>9,.0f}{b['ops_per_s']:>9,.0f}"
             f"{s['ops_per_s_ratio'] or 0:>7.3f}{a['p50_ms']:>8.3f}{b['p50_ms']:>8.3f}"
             f"{s['p50_ratio'] or 0:>7.3f}{a['p99_ms']:>8.3f}{b['p99_ms']:>8.3f}"
-            f"{s['p99_ratio'] or 0:>7.3f}  {verdict}"
+            f"{s['p99_ratio'] or 0:>7.3f}{s['cpu_per_op_ratio'] or 0:>8.3f}  {verdict}"
         )
 
 
