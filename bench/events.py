@@ -189,9 +189,47 @@ def _summary(backend: str, subs: list[Any], expected: int, stream: str) -> dict[
     return figures
 
 
+def _segment(
+    session: Session,
+    backend: str,
+    subs: list[Any],
+    clients: int,
+    shape: str,
+    marks: dict[str, list[tuple[int, int]]],
+) -> None:
+    """The exit -> receipt figures of the phase just run (the lags filed since the last one)."""
+    before = marks.get(backend) or [(0, 0)] * len(subs)
+    marks[backend] = [(len(s.lags_ns), len(s.logged_lags_ns)) for s in subs]
+    exit_lags = summarize(
+        lag for s, (i, _) in zip(subs, before, strict=True) for lag in s.lags_ns[i:] if lag >= 0
+    )
+    logged = summarize(
+        lag
+        for s, (_, j) in zip(subs, before, strict=True)
+        for lag in s.logged_lags_ns[j:]
+        if lag >= 0
+    )
+    session.outcome.extra.setdefault("events_by_phase", []).append(
+        {
+            "backend": backend,
+            "clients": clients,
+            "shape": shape,
+            "exit_to_receipt": exit_lags.to_json(),
+            "publish_to_receipt": logged.to_json(),
+        }
+    )
+    lag, stamp = exit_lags.to_json(), logged.to_json()
+    session.outcome.notes.append(
+        f"events {backend} at {clients} clients ({shape}): exit -> receipt p50"
+        f" {lag['p50_ms']:.3f}, p99 {lag['p99_ms']:.3f} ms over {lag['n']:,} receipts;"
+        f" event stamp -> receipt p50 {stamp['p50_ms']:.3f}, p99 {stamp['p99_ms']:.3f} ms"
+    )
+
+
 def _measure(session: Session, count: int, stream: str) -> None:
     subs: dict[str, list[Any]] = {}
     expected = dict.fromkeys(session.backends, 0)
+    marks: dict[str, list[tuple[int, int]]] = {}  # by backend: where each sub's lags stood
     try:
         with scratch_rootfs(session.options.workdir) as rootfs:
             for backend in session.backends:
@@ -203,6 +241,7 @@ def _measure(session: Session, count: int, stream: str) -> None:
                 _wait_for(subs[backend], expected[backend])
                 when = session.tagged(f"at {clients} clients", shape)
                 _check(session, backend, subs[backend], expected[backend], when)
+                _segment(session, backend, subs[backend], clients, shape, marks)
     finally:
         for backend, group in subs.items():
             for sub in group:
