@@ -119,6 +119,7 @@ def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id:
     if raw is None:
         raise NotFound(f'container "{container_id}": not found')
     store.log.append(txn, ns, "/containers/delete", container_id, {"id": container_id})
+    txn.delete(key, db=store.restarts)  # a pending restart dies with its container
     return _unref(txn, store, ns, unpack(bytes(raw)))
 
 

@@ -80,6 +80,7 @@ class AdoptTask:
     shim_alive: bool
     exits: list[dict[str, Any]]
     shim_pid: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
     # Called once what the adoption records (a replayed EXIT) is committed.
     settled: Callable[[], None] | None = field(default=None, compare=False)
 
@@ -182,6 +183,13 @@ class ContainerActor(SupervisedActor):
             )
             return
         task_dir = rt.task_dir(self.ns, self.container_id)
+        options = {
+            "rootfs": msg.rootfs,
+            "stdin": msg.stdin,
+            "stdout": msg.stdout,
+            "stderr": msg.stderr,
+            "terminal": msg.terminal,
+        }
         record = {
             "pid": 0,
             "status": "CREATED",
@@ -189,6 +197,7 @@ class ContainerActor(SupervisedActor):
             "exited_at_ns": 0,
             "task_dir": str(task_dir),
             "runtime_binary": msg.runtime_binary,
+            "options": options,
         }
         # The record commits while the shim is forked; its outcome (the
         # container may have been deleted meanwhile) is checked before the
@@ -241,13 +250,14 @@ class ContainerActor(SupervisedActor):
             # runc restore has read the images by the time create answers.
             shutil.rmtree(task_dir.parent / f".{self.container_id}.restore", ignore_errors=True)
         state = TaskState(self.ns, self.container_id, pid=int(created["pid"]))
-        handle = TaskHandle(state, task_dir, msg.runtime_binary, client)
+        handle = TaskHandle(state, task_dir, msg.runtime_binary, client, options=options)
         self._keep(handle, shim_pid)
         if not tasks.send(handle, _Created(msg.reply)):
             msg.reply.fail(Unavailable(f'task "{self.container_id}": the daemon is stopping'))
 
     def _keep(self, handle: TaskHandle, shim_pid: int) -> None:
         """Hand the new task to the registry, and have its shim watched."""
+        handle.shim_pid = shim_pid
         self.registry.tasks.add(handle)
         if self.registry.watch is not None and shim_pid:
             self.registry.watch(self.ns, self.container_id, shim_pid)
@@ -257,7 +267,9 @@ class ContainerActor(SupervisedActor):
         assert rt is not None
         tasks = self.registry.tasks
         task_dir = rt.task_dir(self.ns, self.container_id)
-        handle = TaskHandle(msg.state, task_dir, msg.binary, tasks.connect(task_dir))
+        handle = TaskHandle(
+            msg.state, task_dir, msg.binary, tasks.connect(task_dir), options=msg.options
+        )
         try:
             self._keep(handle, msg.shim_pid)
         except AlreadyExists:

@@ -83,7 +83,8 @@ def _probe(
             client.close()
     exits = read_exits(task_dir) if alive else []
     shim_pid = find_shim_pid(ns, cid) if alive else 0
-    return ns, cid, AdoptTask(state, binary, alive, exits, shim_pid)
+    options = dict(record.get("options") or {})
+    return ns, cid, AdoptTask(state, binary, alive, exits, shim_pid, options)
 
 
 def reconcile_tasks(store: Store, actors: ContainerActors) -> int:

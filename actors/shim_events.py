@@ -65,7 +65,7 @@ class ShimEvents:
         finally:
             os.umask(old)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._pidfds: dict[int, tuple[str, str]] = {}
+        self._pidfds: dict[int, tuple[str, str, int]] = {}
         self._pending: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._stopping = False
@@ -128,9 +128,9 @@ class ShimEvents:
                 try:
                     fd = os.pidfd_open(pid)
                 except ProcessLookupError:
-                    self._route(ns, cid, ShimDied())
+                    self._route(ns, cid, ShimDied(pid))
                     continue
-                self._pidfds[fd] = (ns, cid)
+                self._pidfds[fd] = (ns, cid, pid)
                 poller.register(fd, select.POLLIN)
         if self._sock.fileno() in events:
             while True:
@@ -140,11 +140,11 @@ class ShimEvents:
                     break
                 self._event(raw)
         for fd in [fd for fd in self._pidfds if fd in events]:
-            ns, cid = self._pidfds.pop(fd)
+            ns, cid, pid = self._pidfds.pop(fd)
             poller.unregister(fd)
             os.close(fd)
             # Exits it sent before dying are already read above.
-            self._route(ns, cid, ShimDied())
+            self._route(ns, cid, ShimDied(pid))
 
     def _event(self, raw: bytes) -> None:
         try:

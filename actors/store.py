@@ -14,6 +14,7 @@ Layout of ``<root>/meta`` (one LMDB environment, named databases)::
     images       <ns> 0x00 <name>      -> msgpack Image, as on the wire
     content      <ns> 0x00 <digest>    -> msgpack {"labels", "created_at"}: the namespace holds it
     events       <seq, 8 bytes BE>     -> msgpack Event record (actors.event_log)
+    restarts     <ns> 0x00 <id>        -> msgpack supervision record (actors.restart_records)
 
 Snapshot keys and image names may hold any character but 0x00 (refused
 where they enter). ``snaprefs`` is the reverse index of each container's
@@ -34,6 +35,9 @@ Version 3 added ``snapchildren``; its migration fills it from the stored
 snapshot records. Version 4 added the event log (``events``); its
 migration marks every seq the old daemon reserved (``events.seq``) as
 trimmed, so numbering goes on past every seq a client may have seen.
+Version 5 added ``restarts``, the supervision state of containers with a
+restart policy (nothing to migrate: a container without a record has
+never been supervised).
 
 Identifiers cannot hold 0x00, so ``<ns> 0x00`` is a prefix that selects one
 namespace and nothing else, and keys sort by namespace, then id.
@@ -79,7 +83,7 @@ SNAPSHOTTER_KEY = b"snapshotter"
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _DEFAULT_MAP_SIZE = 64 * 1024**3  # virtual: the file grows only as data is written
 
 
@@ -186,6 +190,7 @@ class Store:
         self.images = self.env.open_db(b"images")
         self.content = self.env.open_db(b"content")
         self.events = self.env.open_db(b"events")
+        self.restarts = self.env.open_db(b"restarts")
         try:
             self._check_schema()
         except BaseException:

@@ -42,6 +42,7 @@ from runtime.shim_client import ShimClient
 from wire.errors import AlreadyExists, Unavailable
 
 if TYPE_CHECKING:
+    from actors.restart_monitor import SupervisionHooks
     from actors.task_runtime import TaskRuntime
     from runtime.content import ContentStore
 
@@ -91,6 +92,8 @@ class TaskActors:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._pool_closed = False
+        #: the restart monitor's hooks, set by the daemon (None in tests without one)
+        self.supervision: SupervisionHooks | None = None
 
     # TaskHost: what a task actor uses
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pykka
 
     from actors.leases import Leases
+    from actors.restart_monitor import SupervisionHooks
     from actors.supervision import Directory
     from actors.tasks import TaskOp
     from runtime.content import ContentStore
@@ -53,6 +54,11 @@ class TaskHandle:
     ended: bool = False
     #: operations waiting for the execs now starting (see TaskActor)
     deferred: list[TaskOp] = field(default_factory=list)
+    #: how it was created (rootfs mounts, stdio, terminal), kept in its record:
+    #: a restart repeats them, and attach finds the task's FIFOs there
+    options: dict[str, Any] = field(default_factory=dict)
+    #: its shim's pid once known (0: not known), to tell its death from an earlier shim's
+    shim_pid: int = 0
 
     @property
     def name(self) -> str:
@@ -74,6 +80,10 @@ class TaskHost(Protocol):
     @property
     def leases(self) -> Leases:
         """Leases that keep new blobs from the collector until recorded."""
+
+    @property
+    def supervision(self) -> SupervisionHooks | None:
+        """The restart monitor's hooks (None: nothing is supervised)."""
 
     def send(self, handle: TaskHandle, message: Any) -> bool:
         """Tell the task's actor ``message`` (starting one); False when it cannot take it."""

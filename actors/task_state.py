@@ -64,6 +64,8 @@ class TaskState:
     execs_starting: int = 0
     # pid -> (exit_status, exited_at_ns) of exits seen while execs were starting
     held_exits: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # The kernel's OOM killer struck this task's cgroup (a restart policy counts it a failure).
+    oom_killed: bool = False
 
     @property
     def owner(self) -> str:

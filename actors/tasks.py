@@ -86,7 +86,13 @@ class OomKilled:
 
 @dataclass(frozen=True, slots=True)
 class ShimDied:
-    """The task's shim process is gone."""
+    """The task's shim process is gone.
+
+    ``shim_pid`` names the shim (0: not known): one of an earlier task of
+    the same container (deleted, its shim exiting late) is not this task's.
+    """
+
+    shim_pid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +184,7 @@ class TaskActor(SupervisedActor):
             "exited_at_ns": s.exited_at_ns,
             "task_dir": str(self.task_dir),
             "runtime_binary": self.handle.runtime_binary,
+            "options": self.handle.options,
         }
         self._show()
         # Not waited for by the actor: this task's writes reach the metadata
@@ -217,9 +224,11 @@ class TaskActor(SupervisedActor):
             elif isinstance(message, Adopted):
                 self._persist()  # the record may trail the shim: its writes are not waited for
             elif isinstance(message, OomKilled):
+                self.state.oom_killed = True
                 self._publish(TaskEvent("OOM", message.pid))
             elif isinstance(message, ShimDied):
-                self._shim_died()
+                if not (message.shim_pid and self.handle.shim_pid != message.shim_pid):
+                    self._shim_died()
             elif isinstance(message, Settled):
                 done = message.done
                 # Behind this actor's earlier writes in the metadata actor's mailbox.
@@ -263,8 +272,15 @@ class TaskActor(SupervisedActor):
         exit_event = TaskEvent("EXIT", event.pid, event.exit_status, event.exited_at_ns)
         if event.pid == self.state.pid:
             self._persist(exit_event)  # shown first: Info agrees before the event is out
+            self._supervise_exit()
         else:
             self._publish(exit_event)
+
+    def _supervise_exit(self) -> None:
+        hooks = self.host.supervision
+        if hooks is not None:
+            s = self.state
+            hooks.exited(s.ns, s.container_id, s.exit_status, s.exited_at_ns, s.oom_killed)
 
     def _shim_died(self) -> None:
         if self.state.status is TaskStatus.STOPPED and self.task_dir.exists() is False:
@@ -275,15 +291,26 @@ class TaskActor(SupervisedActor):
             status, at = _exit_from_file(self.task_dir, self.state.pid)
             self.state.exited(self.state.pid, status, at)
             self._persist(TaskEvent("EXIT", self.state.pid, status, at))
+            self._supervise_exit()
         shutil.rmtree(self.task_dir, ignore_errors=True)
 
     def _op_start(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_startable()
+        hooks = self.host.supervision
+        if hooks is not None:
+            hooks.before_start(self.state.ns, self.state.container_id)
         self._call("start")
         self.state.started()
         self._persist(TaskEvent("START", self.state.pid), lambda: reply.ok({}))
 
     def _op_kill(self, args: dict[str, Any], reply: Reply) -> None:
+        hooks = self.host.supervision
+        if hooks is not None and (args["all"] or args["pid"] in (0, self.state.pid)):
+            # Durably "stopped" before the signal: the exit it causes is not restarted.
+            pending = hooks.before_kill(self.state.ns, self.state.container_id)
+            if pending and self.state.status is TaskStatus.STOPPED:
+                reply.ok({})  # it was waiting for its restart: that is what stopped
+                return
         pid = 0 if args["all"] else self.state.live_pid(args["pid"])
         if args["all"]:
             self.state.check_live()
@@ -401,6 +428,9 @@ class TaskActor(SupervisedActor):
 
     def _op_delete(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_deletable()
+        hooks = self.host.supervision
+        if hooks is not None and not args.get("restart"):
+            hooks.before_delete(self.state.ns, self.state.container_id)
         if self.state.status is TaskStatus.CREATED:
             result = self._call("delete")
             self.state.exited(

@@ -34,6 +34,7 @@ from actors.leases import Leases
 from actors.metadata import MetadataActor, TrimEvents
 from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
+from actors.restart_monitor import RestartMonitor, SupervisionHooks
 from actors.shim_events import ShimEvents
 from actors.snapshot_records import recorded_ids
 from actors.snapshots import SnapshotActor
@@ -148,6 +149,12 @@ class Daemon:
             task_idle_seconds=config.task_idle_seconds,
             runtime=self.task_runtime,
         )
+        # Before the reconcile: exits it finds are decided by the restart policies.
+        containers = self.containers
+        self._start_child(
+            "restarts", lambda sup: RestartMonitor.start(sup, store, directory, containers)
+        )
+        self.containers.tasks.supervision = SupervisionHooks(store, directory)
         self.shim_events = ShimEvents(self.context, events_address, self.containers)
         self.containers.watch = self.shim_events.watch
         self.shim_events.start()

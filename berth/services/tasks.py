@@ -13,16 +13,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from actors.containers import ContainerActors, CreateTask
+from actors.containers import ContainerActors
 from actors.events import Subscribe
 from actors.snapshot_records import snapshot_mounts
 from actors.store import Store, ns_key, ns_prefix
 from actors.supervision import Directory
+from actors.task_create import create_task_message
 from actors.tasks import TaskOp
 from runtime.content import ContentStore
 from runtime.runc import Runc
 from runtime.snapshot_base import Snapshotter
-from runtime.spec import bundle_spec, load_process, load_spec
+from runtime.spec import load_process
 from runtime.stdio import check_stdio
 from wire.codec import pack, timestamp_or_nil, unpack
 from wire.errors import InvalidArgument, NotFound, Unavailable
@@ -179,29 +180,20 @@ class TasksService:
         binary = self.runtimes.get(name)
         if binary is None:
             raise NotFound(f'runtime "{name}": not found (container "{cid}")')
-        spec = load_spec(container["spec"]["value"], owner=owner)
-        rootfs: Path | None = None
-        if mounts:
-            rootfs = self.state / "tasks" / request.ns / cid / "bundle" / "rootfs"
-        final = bundle_spec(spec, rootfs=rootfs, terminal=body["terminal"], owner=owner)
-        self.actors.tell(
+        message = create_task_message(
             request.ns,
-            cid,
-            CreateTask(
-                request.ns,
-                cid,
-                json.dumps(final).encode(),
-                final,
-                mounts,
-                body["stdin"],
-                body["stdout"],
-                body["stderr"],
-                body["terminal"],
-                checkpoint,
-                binary,
-                request.reply,
-            ),
+            container,
+            state=self.state,
+            binary=binary,
+            mounts=mounts,
+            stdin=body["stdin"],
+            stdout=body["stdout"],
+            stderr=body["stderr"],
+            terminal=body["terminal"],
+            checkpoint=checkpoint,
+            reply=request.reply,
         )
+        self.actors.tell(request.ns, cid, message)
 
     def _snapshot_mounts(self, txn: Any, ns: str, key: str, cid: str) -> Mounts:
         """The mounts of the container's rootfs snapshot (NotFound naming both)."""
