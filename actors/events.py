@@ -29,7 +29,7 @@ from typing import Any
 
 import pykka
 
-from actors.event_log import LoggedEvent, decode_event
+from actors.event_log import TASK_TOPICS, LoggedEvent, decode_event
 from actors.store import Store
 from actors.supervision import SupervisedActor
 from wire.codec import pack, unpack
@@ -114,6 +114,9 @@ def _task_event(event: LoggedEvent) -> bytes:
             "seq": event.seq,
         }
     )
+
+
+_LEGACY_TOPICS = frozenset(TASK_TOPICS.values())
 
 
 class EventBus(SupervisedActor):
@@ -300,7 +303,9 @@ class EventBus(SupervisedActor):
         """Legacy frames, one per matching task event, while the window lasts."""
         examined = 0
         for event in events:
-            if event.namespace == sub.task_ns and event.topic.startswith("/tasks/"):
+            # containerd's task topics only: supervision's own (/tasks/restarted...)
+            # have other payloads and are Events/Subscribe's.
+            if event.namespace == sub.task_ns and event.topic in _LEGACY_TOPICS:
                 if not self._window(sub_id, sub):
                     break
                 sub.reply.more_packed(_task_event(event))
