@@ -14,6 +14,7 @@ import lmdb
 import msgpack
 
 from actors.namespace_records import note_namespace
+from actors.restart_policy import check_labels
 from actors.snapshot_records import release_snapshot
 from actors.store import Store, ns_key, snapref_key
 from wire.codec import pack, unpack
@@ -42,6 +43,11 @@ def _log(txn: lmdb.Transaction, store: Store, ns: str, topic: str, record: bytes
 def _record(container: dict[str, Any], created_at: Any, updated_at: Any) -> bytes:
     if container["spec"] is None:
         raise InvalidArgument(f'container "{container["id"]}": spec must be set')
+    try:
+        # Restart and health labels are the supervision's config: refused here, not at an exit.
+        check_labels(container["labels"] or {})
+    except InvalidArgument as exc:
+        raise InvalidArgument(f'container "{container["id"]}": {exc}') from None
     spec = container["spec"]
     # Field order is part of the stored format: the wire Container, as is.
     return pack(

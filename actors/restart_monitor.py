@@ -43,6 +43,7 @@ from actors.restart_policy import (
     attempt_after_run,
     decide,
     delay_s,
+    desired_state,
     policy_from_labels,
 )
 from actors.restart_records import get_restart, list_restarts, new_restart, put_restart
@@ -56,7 +57,7 @@ from wire.errors import BerthError, InvalidArgument, NotFound, Unavailable
 if TYPE_CHECKING:
     from actors.containers import ContainerActors
 
-__all__ = ["RestartMonitor", "SupervisionHooks", "TaskExited"]
+__all__ = ["Reconsider", "RestartMonitor", "SupervisionHooks", "TaskExited"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ class TaskExited:
     exit_status: int
     exited_at_ns: int
     oom: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconsider:
+    """The container's desired-state label was set by an Update: act on it now."""
+
+    ns: str
+    container_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,16 @@ def _policy(labels: dict[str, str], key: Key) -> RestartPolicy | None:
         log.warning("container %s/%s: restart labels ignored: %s", key[0], key[1], exc)
         return None
     return None if policy.mode == "no" else policy
+
+
+def _desired(labels: dict[str, str], record: dict[str, Any]) -> str:
+    """Stopped if a Kill asked for it (the record) or the labels say so."""
+    if record["desired"] == "stopped":
+        return "stopped"
+    try:
+        return desired_state(labels)
+    except InvalidArgument:
+        return "running"
 
 
 def _labels(txn: lmdb.Transaction, store: Store, ns: str, cid: str) -> dict[str, str] | None:
@@ -246,6 +265,8 @@ class RestartMonitor(SupervisedActor):
             self._due(message)
         elif isinstance(message, _Restarted):
             self._restarted(message)
+        elif isinstance(message, Reconsider):
+            self._reconsider((message.ns, message.container_id))
         elif isinstance(message, _Cancel):
             self._scheduled.pop((message.ns, message.container_id), None)
         else:
@@ -286,7 +307,7 @@ class RestartMonitor(SupervisedActor):
             policy,
             exit_status=msg.exit_status,
             oom=msg.oom,
-            desired=record["desired"],
+            desired=_desired(labels, record),
             restarts=record["retries"],
             recent_restarts_ns=record["restarts_ns"],
             now_ns=now,
@@ -319,6 +340,33 @@ class RestartMonitor(SupervisedActor):
         ):
             self._schedule(key, at_ns)
 
+    def _reconsider(self, key: Key) -> None:
+        """containerd's desired state, set by label: stop a pending restart, or start again."""
+        if key in self._restarting:
+            return  # the restart under way reads the labels again at its next exit
+        with self.store.read() as txn:
+            labels = _labels(txn, self.store, *key)
+            record = get_restart(txn, self.store, *key)
+            task = txn.get(ns_key(*key), db=self.store.tasks)
+        if labels is None or record is None or _policy(labels, key) is None:
+            return
+        try:
+            wanted = desired_state(labels)
+        except InvalidArgument:
+            return
+        if wanted == "stopped" and record["state"] == "BACKOFF":
+            self._scheduled.pop(key, None)
+            self._write(key, record, "STOPPED", "stopped by label")
+        elif wanted == "running" and record["state"] in ("STOPPED", "FAILED"):
+            stopped = task is not None and unpack(bytes(task)).get("status") == "STOPPED"
+            if not stopped or not record["options"]:
+                return  # running already, or nothing to create a task from
+            record.update(desired="running", explicit=False, attempt=0, retries=0)
+            now = time.time_ns()
+            record["next_restart_at_ns"] = now
+            if self._write(key, record, "BACKOFF", ""):
+                self._schedule(key, now)
+
     def _schedule(self, key: Key, at_ns: int) -> None:
         self._scheduled[key] = at_ns
         assert self._timers is not None
@@ -335,7 +383,7 @@ class RestartMonitor(SupervisedActor):
             task = txn.get(ns_key(*key), db=self.store.tasks)
         if labels is None or record is None or record["state"] != "BACKOFF":
             return  # deleted, or changed while it waited
-        if record["desired"] == "stopped":
+        if _desired(labels, record) == "stopped":
             self._write(key, record, "STOPPED", "stopped by request")
             return
         self._restarting.add(key)

@@ -49,6 +49,7 @@ from berth.services.events import EventsService
 from berth.services.image_import import ImportService
 from berth.services.images import ImagesService
 from berth.services.snapshots import SnapshotsService
+from berth.services.supervision import SupervisionService
 from berth.services.tasks import TasksService
 from berth.services.version import VersionService
 from runtime.content import ContentStore
@@ -233,6 +234,7 @@ class Daemon:
         table.update(ImagesService(self.store, self.directory).routes())
         table.update(VersionService().routes())
         table.update(EventsService(self.store, self.directory).routes())
+        table.update(SupervisionService(self.store, self.containers).routes())
         return table
 
     def start(self) -> None:

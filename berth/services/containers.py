@@ -8,15 +8,18 @@ to one actor, which answers through the request's reply.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from actors.container_records import get_container_raw
 from actors.containers import ContainerActors
 from actors.metadata import CONTAINER_BODY, CreateContainer, DeleteContainer, UpdateContainer
 from actors.reader import ListContainers, StreamContainers
+from actors.restart_monitor import Reconsider
+from actors.restart_policy import EXPLICITLY_STOPPED_LABEL, STATUS_LABEL
 from actors.store import Store
 from actors.supervision import Directory
-from wire.errors import InvalidArgument
+from wire.errors import InvalidArgument, Unavailable
 from wire.fieldmask import check_container_paths
 from wire.filter import parse_filter
 from wire.frontend import Request, Route
@@ -39,6 +42,14 @@ def _checked_container(body: dict[str, Any]) -> dict[str, Any]:
     check_identifier("container", container["id"])
     container["labels"] = check_labels(f'container "{container["id"]}"', container["labels"])
     return container
+
+
+def _sets_desired_state(container: dict[str, Any], paths: list[str]) -> bool:
+    """Whether an Update sets containerd's desired-state labels (restart.status and co)."""
+    keys = (STATUS_LABEL, EXPLICITLY_STOPPED_LABEL)
+    if not paths or "labels" in paths:
+        return any(k in (container["labels"] or {}) for k in keys)
+    return any(f"labels.{k}" in paths for k in keys)
 
 
 class ContainersService:
@@ -93,8 +104,16 @@ class ContainersService:
         container = _checked_container(body)
         paths = body["update_mask"]["paths"] if body["update_mask"] is not None else []
         check_container_paths(container["id"], paths)
+        done = None
+        if _sets_desired_state(container, paths):
+            ns, cid, directory = request.ns, container["id"], self.directory
+
+            def done(_result: bytes | BaseException) -> None:
+                with contextlib.suppress(Unavailable):
+                    directory.tell("restarts", Reconsider(ns, cid))
+
         self.directory.tell(
-            "metadata", UpdateContainer(request.ns, container, paths, request.reply)
+            "metadata", UpdateContainer(request.ns, container, paths, request.reply, done)
         )
 
     def delete(self, request: Request) -> None:

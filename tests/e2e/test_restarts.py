@@ -134,3 +134,137 @@ def test_always_restarts_a_clean_exit_and_a_kill_through_the_api_stops_it(
         assert client.tasks.info(cid)["status"] == "STOPPED"
         client.tasks.delete(cid)
         client.containers.delete(cid)
+
+
+def supervision(client: berth.Client, cid: str) -> dict[str, Any]:
+    view: dict[str, Any] = client.call("berth.v1.Supervision/Get", {"container_id": cid})[
+        "supervision"
+    ]
+    return view
+
+
+def wait_supervision(client: berth.Client, cid: str, state: str, timeout: float = WAIT) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        view = supervision(client, cid)
+        if view["state"] == state:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{cid}: supervision is {view}, not {state}")
+        time.sleep(0.05)
+
+
+def test_a_pending_restart_survives_a_sigkilled_daemon_and_fires_at_its_time(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("rs-kill")
+    slow = {"berth.io/restart.backoff-base": "4s", "berth.io/restart.backoff-max": "4s"}
+    with berthd.client() as client:
+        start = supervised(
+            client, cid, busybox_rootfs, ["sh", "-c", "exit 7"], {POLICY: "always", **slow}
+        )
+        events_until(client, start, cid, lambda ev: "/tasks/restart-scheduled" in topics(ev))
+        view = supervision(client, cid)
+        assert view["state"] == "BACKOFF" and view["last_exits"][-1]["exit_status"] == 7
+        due = view["next_restart_at"]
+        mark = latest(client)
+    berthd.d.kill()
+    berthd.d.start()
+    with berthd.client() as client:
+        assert supervision(client, cid)["state"] == "BACKOFF"  # resumed, not restarted early
+        seen = events_until(client, mark, cid, lambda ev: "/tasks/restarted" in topics(ev))
+        restarted = next(e for e in seen if e["topic"] == "/tasks/restarted")
+        assert restarted["timestamp"].to_unix_nano() >= due.to_unix_nano()
+        assert restarted["payload"]["restart_count"] == 1
+        client.tasks.kill(cid, signal.SIGKILL)
+        wait_supervision(client, cid, "STOPPED")
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+def test_a_task_that_exits_while_the_daemon_is_down_is_restarted_with_its_true_status(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("rs-down")
+    with berthd.client() as client:
+        start = supervised(
+            client,
+            cid,
+            busybox_rootfs,
+            ["sh", "-c", "sleep 1.5; exit 3"],
+            {POLICY: "on-failure:1", **FAST},
+        )
+    berthd.d.kill()
+    time.sleep(2.5)
+    berthd.d.start()
+    with berthd.client() as client:
+        seen = events_until(client, start, cid, lambda ev: "/tasks/gave-up" in topics(ev))
+        exits = [e["payload"]["exit_status"] for e in seen if e["topic"] == "/tasks/exit"]
+        assert exits == [3, 3]
+        assert topics(seen).count("/tasks/restarted") == 1
+        view = supervision(client, cid)
+        assert view["state"] == "FAILED" and view["restart_count"] == 1
+        assert [e["exit_status"] for e in view["last_exits"]] == [3, 3]
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+def test_deleting_the_task_during_its_backoff_cancels_the_restart(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("rs-del")
+    slow = {"berth.io/restart.backoff-base": "2s", "berth.io/restart.backoff-max": "2s"}
+    with berthd.client() as client:
+        start = supervised(
+            client, cid, busybox_rootfs, ["sh", "-c", "exit 1"], {POLICY: "always", **slow}
+        )
+        events_until(client, start, cid, lambda ev: "/tasks/restart-scheduled" in topics(ev))
+        assert client.tasks.info(cid)["status"] == "STOPPED"  # visible during the backoff
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+        mark = latest(client)
+        time.sleep(2.5)
+        assert logged_since(client, mark, cid) == []
+        with pytest.raises(berth.NotFound):
+            supervision(client, cid)
+
+
+def test_a_policy_set_by_update_applies_at_the_next_exit(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("rs-upd")
+    with berthd.client() as client:
+        start = supervised(client, cid, busybox_rootfs, ["sh", "-c", "sleep 1; exit 2"], {})
+        assert supervision(client, cid)["policy"] == "no"
+        client.containers.update(
+            cid, labels={POLICY: "on-failure:1", **FAST}, update_mask=["labels"]
+        )
+        seen = events_until(client, start, cid, lambda ev: "/tasks/gave-up" in topics(ev))
+        assert topics(seen).count("/tasks/restarted") == 1
+        assert supervision(client, cid)["policy"] == "on-failure:1"
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [
+        ({POLICY: "sometimes"}, POLICY),
+        ({POLICY: "on-failure:x"}, POLICY),
+        ({POLICY: "always", "berth.io/restart.backoff-base": "fast"}, "backoff-base"),
+        ({"berth.io/restart.intensity": "5"}, "intensity"),
+        ({"berth.io/health.cmd": "true", "berth.io/health.retries": "-1"}, "health.retries"),
+    ],
+)
+def test_malformed_supervision_labels_are_invalid_argument_naming_the_label(
+    berthd: Berthd, busybox_rootfs: Path, labels: dict[str, str], named: str
+) -> None:
+    cid = berthd.new_id("rs-bad")
+    with berthd.client() as client:
+        with pytest.raises(berth.InvalidArgument, match=named):
+            client.containers.create(cid, spec=make_spec(busybox_rootfs, ["true"]), labels=labels)
+        client.containers.create(cid, spec=make_spec(busybox_rootfs, ["true"]))
+        with pytest.raises(berth.InvalidArgument, match=named):
+            client.containers.update(cid, labels=labels, update_mask=["labels"])
+        assert client.containers.get(cid)["labels"] == {}
+        client.containers.delete(cid)
