@@ -10,7 +10,8 @@
     cmd_containers.py       containers ls|create|info|label|update|rm
     cmd_tasks.py            tasks ls|start|attach|kill|ps|pause|resume|exec|pty-resize|rm|info
     cmd_storage.py          images, snapshots, content, gc
-    cmd_daemon.py           events, version
+    cmd_events.py           events, events info (the event log)
+    cmd_daemon.py           tasks events (a namespace's task events), version
     context.py              Session (address, namespace, client), Context
     render.py               tables, details, JSON
     image_spec.py           an OCI spec from an image's config

@@ -1,4 +1,9 @@
-"""``events`` and ``version``: what the daemon says about itself and its tasks."""
+"""``tasks events`` and ``version``: what the daemon says about itself and its tasks.
+
+``tasks events`` is what ``events`` was before the event log had its own
+command (:mod:`berth.console.cmd_events`): one namespace's task events,
+from ``Tasks/Events``, filtered here.
+"""
 
 from __future__ import annotations
 
@@ -47,17 +52,18 @@ def event_line(event: dict[str, Any]) -> str:
     return f"{when}  {event.get('type', '?'):<9} {event.get('id', '')}  {extra}\n"
 
 
-def events(ctx: Context, args: argparse.Namespace) -> None:
+def task_events(ctx: Context, args: argparse.Namespace) -> None:
     """Follow the namespace's task events until Ctrl-C (or --count of them).
 
     Events: CREATE, START, EXIT, EXEC_ADDED, PAUSED, RESUMED, OOM, DELETE.
     --filter takes containerd's filter language on the fields id, type,
     pid, exit_status, namespace and seq; with --json each event is one
-    line of JSON.
+    line of JSON. (This was `berth events` before the event log had its
+    own command; `berth events` now follows the whole log.)
 
     examples:
-      berth events
-      berth events --filter 'type==EXIT,id~=^web'
+      berth tasks events
+      berth tasks events --filter 'type==EXIT,id~=^web'
     """
     selected = parse_filter(args.filter)
     shown = 0
@@ -95,9 +101,9 @@ def version(ctx: Context, args: argparse.Namespace) -> None:
 
 COMMANDS = (
     Command(
-        None,
+        "tasks",
         "events",
-        events,
+        task_events,
         (
             arg("--filter", default="", metavar="FILTER", help="which events to show"),
             arg("-n", "--count", type=int, default=0, metavar="N", help="stop after N events"),

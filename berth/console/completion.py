@@ -88,7 +88,9 @@ class CommandCompleter(Completer):
             return []
         if not words:
             return [*GROUPS, *TOP_LEVEL, *BUILTINS]
-        if len(words) == 1 and words[0] in GROUPS:
+        # A word that is also a command (``events``) takes flags as well as verbs.
+        flag_of_command = words[0] in TOP_LEVEL and current.startswith("-")
+        if len(words) == 1 and words[0] in GROUPS and not flag_of_command:
             return GROUPS[words[0]]
         command, rest = _command(words)
         if command is None:
@@ -114,10 +116,11 @@ def _split(text: str) -> list[str]:
 
 
 def _command(words: list[str]) -> tuple[Command | None, list[str]]:
-    if words and words[0] in TOP_LEVEL:
-        return TOP_LEVEL[words[0]], words[1:]
+    # A group's verb first: ``events info`` is not ``events`` given "info".
     if len(words) >= 2 and words[0] in GROUPS and words[1] in GROUPS[words[0]]:
         return GROUPS[words[0]][words[1]], words[2:]
+    if words and words[0] in TOP_LEVEL:
+        return TOP_LEVEL[words[0]], words[1:]
     return None, []
 
 

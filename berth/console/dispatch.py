@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from berth.console.commands import HelpShown, UsageError
 from berth.console.context import Context, Session, connection_lost
 from berth.console.render import error_line
-from berth.console.table import GROUPS, find, overview
+from berth.console.table import GROUPS, TOP_LEVEL, find, overview
 from wire.errors import BerthError, Internal
 
 __all__ = ["EXIT_ERROR", "EXIT_USAGE", "execute", "help_text", "usage_text"]
@@ -60,7 +60,7 @@ def help_text(words: Sequence[str]) -> str:
     """``help``, ``help GROUP`` or ``help GROUP VERB``: the same text as ``--help``."""
     if not words:
         return usage_text()
-    if len(words) == 1 and words[0] in GROUPS:
+    if len(words) == 1 and words[0] in GROUPS and words[0] not in TOP_LEVEL:
         return f"{words[0]} commands:\n" + overview(words[0])
     command, rest = find(words)
     if rest:

@@ -4,13 +4,23 @@ Grouped as the daemon's services are: ``containers``, ``tasks``, ``images``,
 ``snapshots``, ``content``; and ``run``, ``events``, ``gc``, ``version`` on
 their own. Each module of handlers exports its ``COMMANDS``; this module
 only puts them together, in the order ``help`` lists them.
+
+A word may be both a command and a group (``events`` follows the log,
+``events info`` describes it): a group's verb wins when it follows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from berth.console import cmd_containers, cmd_daemon, cmd_run, cmd_storage, cmd_tasks
+from berth.console import (
+    cmd_containers,
+    cmd_daemon,
+    cmd_events,
+    cmd_run,
+    cmd_storage,
+    cmd_tasks,
+)
 from berth.console.commands import Command, UsageError
 
 __all__ = ["COMMANDS", "GROUPS", "TOP_LEVEL", "find", "overview"]
@@ -20,6 +30,7 @@ COMMANDS: tuple[Command, ...] = (
     *cmd_containers.COMMANDS,
     *cmd_tasks.COMMANDS,
     *cmd_storage.COMMANDS,
+    *cmd_events.COMMANDS,
     *cmd_daemon.COMMANDS,
 )
 
@@ -37,6 +48,8 @@ def find(words: Sequence[str]) -> tuple[Command, list[str]]:
     if not words:
         raise UsageError("no command given (try 'help')")
     first, rest = words[0], list(words[1:])
+    if first in GROUPS and rest and rest[0] in GROUPS[first]:
+        return GROUPS[first][rest[0]], rest[1:]
     if first in TOP_LEVEL:
         return TOP_LEVEL[first], rest
     if first not in GROUPS:
