@@ -22,10 +22,14 @@ containerd: the envelope's, taken when it publishes).
 
 Correctness, per subscriber and client count: it received the ``EXIT``
 of every task the clients started (counted against the clients'
-ledgers); on berth, ``seq`` never goes backwards, and with ``--berth-stream
-tasks`` on a daemon the bench spawned (where no one else publishes) has
-no gap (a filtered Subscribe skips seqs by design). containerd's
-envelopes carry no sequence number.
+ledgers); on berth, ``seq`` never goes backwards and, on a daemon the
+bench spawned, nothing is skipped: a ``Tasks/Events`` stream has no seq
+gap; each stream carries exactly the seqs the log holds for it, read back
+unfiltered after the run (``seq_gaps``, ``missing_seqs``): a filtered
+Subscribe the namespace's ``/tasks/exit`` events, ``Tasks/Events`` all
+its task events (seqs are the log's, global over every topic, so the
+container events between them leave jumps, ``seq_jumps``, by design).
+containerd's envelopes carry no sequence number.
 """
 
 from __future__ import annotations
@@ -33,15 +37,17 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import berth
 from bench import ctrd as ctrd_mod
 from bench.histogram import summarize
 from bench.load import RunOptions
-from bench.log_stream import ExitFanout
+from bench.log_stream import ExitFanout, events_info, read_log
 from bench.options import at_least_one
 from bench.session import Session, run_load_scenario
-from bench.task_events import EventSubscriber
+from bench.task_events import EventSubscriber, SubscriberError
 from bench.task_setup import clear_namespace, lifecycle_phases, scratch_rootfs
 from wire.codec import timestamp_ns
 
@@ -77,9 +83,14 @@ class _TasksFanout(EventSubscriber):
         self.lags_ns: list[int] = []  # exited_at -> receipt
         self.logged_lags_ns: list[int] = []  # the event's timestamp -> receipt
         self.exits = 0
+        self.seqs: list[int] = []  # of every event received, to check against the log
+        self.gaps: int | None = None  # set by that check
+        self.missing_seqs: int | None = None
 
     def _file(self, event: dict[str, Any], received_ns: int, received_wall_ns: int) -> None:
         super()._file(event, received_ns, received_wall_ns)
+        if isinstance(seq := event.get("seq"), int):
+            self.seqs.append(seq)
         if event.get("type") != "EXIT":
             return
         self.exits += 1
@@ -157,10 +168,60 @@ def _check(session: Session, backend: str, subs: list[Any], expected: int, when:
         stats = sub.stats
         if stats.out_of_order:
             session.breach(f"berth events {when}: subscriber {i} seq went backwards")
-        if stats.gaps and session.target.spawned:
+
+
+@dataclass
+class _LogCheck:
+    """The seqs in the log a berth stream should have carried, to check it against."""
+
+    after_seq: int  # the log's latest seq before the subscribers opened
+    exits: list[int] = field(default_factory=list)
+
+
+def _in_log(session: Session, after_seq: int, stream: str) -> list[int]:
+    """The seqs a stream of ``stream`` should carry past ``after_seq``, from the whole log.
+
+    ``subscribe``: the namespace's ``/tasks/exit`` events; ``tasks``: all its
+    task events (seqs are the log's, so other topics leave jumps between them).
+    """
+    latest = events_info(session.target.address)["latest_seq"]
+    # after_seq 0 means "from now on": start after seq 1 (never an EXIT: a create comes first).
+    events = read_log(session.target.address, max(after_seq, 1), latest)
+    wanted = (lambda t: t == "/tasks/exit") if stream == "subscribe" else _is_task_topic
+    return [e["seq"] for e in events if e["namespace"] == NAMESPACE and wanted(e["topic"])]
+
+
+def _is_task_topic(topic: str) -> bool:
+    return topic.startswith("/tasks/")
+
+
+def _log_gaps(session: Session, subs: list[Any], check: _LogCheck, stream: str) -> None:
+    """Each berth stream against the log: the seqs it skipped, and any extra.
+
+    Breaches only on a daemon of the bench's own (elsewhere someone else may
+    run tasks in the namespace while a subscriber is not yet open).
+    """
+    try:
+        check.exits = _in_log(session, check.after_seq, stream)
+    except (SubscriberError, berth.BerthError) as exc:
+        session.outcome.notes.append(f"berth events: the log could not be read back: {exc}")
+        return
+    expected = set(check.exits)
+    own = session.target.spawned
+    for i, sub in enumerate(subs):
+        got = set(sub.exit_seqs if isinstance(sub, ExitFanout) else sub.seqs)
+        missing = sorted(expected - got)
+        sub.missing_seqs = len(missing)
+        sub.gaps = sum(1 for k, seq in enumerate(missing) if k == 0 or missing[k - 1] != seq - 1)
+        if missing and own:
             session.breach(
-                f"berth events {when}: subscriber {i} saw {stats.gaps} seq gap(s)"
-                f" ({stats.missing_seqs} seq(s) missing) on a daemon of its own"
+                f"berth events: subscriber {i} skipped {len(missing)} event(s) the log holds"
+                f" (seqs {missing[:5]})"
+            )
+        if (extra := sorted(got - expected)) and own:
+            session.breach(
+                f"berth events: subscriber {i} got {len(extra)} event(s) the log does not hold"
+                f" as the namespace's (seqs {extra[:5]})"
             )
 
 
@@ -180,11 +241,18 @@ def _summary(backend: str, subs: list[Any], expected: int, stream: str) -> dict[
     }
     if backend == "berth" and stream == "subscribe":
         figures["frames_received"] = [s.frames for s in subs]
+        figures["seq_gaps"] = [s.gaps for s in subs]
+        figures["missing_seqs"] = [s.missing_seqs for s in subs]
+        figures["seq_gaps_meaning"] = (
+            "runs of the namespace's EXIT seqs in the log the stream skipped"
+        )
         figures["out_of_order"] = [s.out_of_order for s in subs]
     elif backend == "berth":
         figures["events_received"] = [s.stats.received for s in subs]
-        figures["seq_gaps"] = [s.stats.gaps for s in subs]
-        figures["missing_seqs"] = [s.stats.missing_seqs for s in subs]
+        figures["seq_gaps"] = [s.gaps for s in subs]
+        figures["missing_seqs"] = [s.missing_seqs for s in subs]
+        figures["seq_gaps_meaning"] = "runs of the namespace's task event seqs in the log skipped"
+        figures["seq_jumps"] = [s.stats.gaps for s in subs]  # other topics' seqs: expected
         figures["out_of_order"] = [len(s.stats.out_of_order) for s in subs]
     return figures
 
@@ -230,10 +298,13 @@ def _measure(session: Session, count: int, stream: str) -> None:
     subs: dict[str, list[Any]] = {}
     expected = dict.fromkeys(session.backends, 0)
     marks: dict[str, list[tuple[int, int]]] = {}  # by backend: where each sub's lags stood
+    log_check: _LogCheck | None = None
     try:
         with scratch_rootfs(session.options.workdir) as rootfs:
             for backend in session.backends:
                 clear_namespace(session, backend, NAMESPACE)
+                if backend == "berth":
+                    log_check = _LogCheck(events_info(session.target.address)["latest_seq"])
                 subs[backend] = _open(session, backend, count, stream)
             phases = lifecycle_phases(session, NAMESPACE, rootfs, "at {clients} clients")
             for clients, shape, backend, started in phases:
@@ -246,6 +317,8 @@ def _measure(session: Session, count: int, stream: str) -> None:
         for backend, group in subs.items():
             for sub in group:
                 sub.close()
+            if backend == "berth" and log_check is not None:
+                _log_gaps(session, group, log_check, stream)
             figures = _summary(backend, group, expected[backend], stream)
             session.outcome.extra.setdefault("events", {})[backend] = figures
             lag, stamp = figures["exit_to_receipt"], figures["publish_to_receipt"]
@@ -268,6 +341,6 @@ def run(options: RunOptions, args: argparse.Namespace) -> int:
         lambda session: _measure(session, count, stream),
         namespaces=(NAMESPACE,),
         config={"subscribers": count, "process": "true", "berth_stream": stream},
-        clean="every subscriber saw every started task's EXIT; seqs increasing"
-        + ("; no seq gap" if stream == "tasks" else ""),
+        clean="every subscriber saw every started task's EXIT; seqs increasing; no event of"
+        " the log skipped",
     )

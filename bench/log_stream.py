@@ -41,6 +41,7 @@ __all__ = [
     "LogFrame",
     "LogStream",
     "events_info",
+    "read_log",
 ]
 
 SUBSCRIBE_METHOD = "berth.v1.Events/Subscribe"
@@ -54,6 +55,29 @@ def events_info(address: str) -> dict[str, int]:
     """``Events/Info``: ``{oldest_seq, latest_seq, count, bytes}``."""
     with berth.Client(address, timeout=30.0) as client:
         return {k: int(v) for k, v in client.call(INFO_METHOD, {}).items()}
+
+
+def read_log(
+    address: str, after_seq: int, upto: int, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Every event with ``after_seq < seq <= upto``, unfiltered, by one Subscribe replay."""
+    if upto <= after_seq:
+        return []
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.start()
+    stream = LogStream(address, after_seq=after_seq)
+    events: list[dict[str, Any]] = []
+    try:
+        stream.open()
+        for frame in stream.frames(stop):
+            events += [e for e in frame.events if e["seq"] <= upto]
+            if frame.seq >= upto:
+                return events
+        raise SubscriberError(f"replay to seq {upto} not done in {timeout:g} s")
+    finally:
+        timer.cancel()
+        stream.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +165,9 @@ class ExitFanout:
     Per ``EXIT`` it files exit -> receipt (``lags_ns``: the payload's
     ``exited_at`` to the frame's arrival) and logged -> receipt
     (``logged_lags_ns``: the record's ``timestamp``), both by wall clock,
-    same host. ``out_of_order`` counts events whose seq did not exceed
-    the one before, or frames whose position went back.
+    same host, and keeps the seqs of the EXITs (``exit_seqs``), to be
+    checked against the log. ``out_of_order`` counts events whose seq did
+    not exceed the one before, or frames whose position went back.
     """
 
     def __init__(self, address: str, namespace: str) -> None:
@@ -150,6 +175,9 @@ class ExitFanout:
         self.lags_ns: list[int] = []
         self.logged_lags_ns: list[int] = []
         self.exits = 0
+        self.exit_seqs: list[int] = []
+        self.gaps: int | None = None  # set by a check against the log: runs of EXITs skipped
+        self.missing_seqs: int | None = None  # and how many
         self.frames = 0
         self.out_of_order = 0
         self.failure: str | None = None
@@ -194,6 +222,7 @@ class ExitFanout:
             if event.get("type") != "EXIT":
                 continue
             self.exits += 1
+            self.exit_seqs.append(seq)
             if (exited_at := event["payload"].get("exited_at")) is not None:
                 self.lags_ns.append(frame.received_wall_ns - timestamp_ns(exited_at))
             if (logged := event.get("timestamp")) is not None:
