@@ -191,8 +191,15 @@ def _in_log(session: Session, after_seq: int, stream: str) -> list[int]:
     return [e["seq"] for e in events if e["namespace"] == NAMESPACE and wanted(e["topic"])]
 
 
+# containerd's task topics: what Tasks/Events carries (not supervision's /tasks/restart-*).
+_TASK_TOPICS = frozenset(
+    f"/tasks/{name}"
+    for name in ("create", "start", "exit", "oom", "exec-added", "paused", "resumed", "delete")
+)
+
+
 def _is_task_topic(topic: str) -> bool:
-    return topic.startswith("/tasks/")
+    return topic in _TASK_TOPICS
 
 
 def _log_gaps(session: Session, subs: list[Any], check: _LogCheck, stream: str) -> None:
