@@ -22,11 +22,8 @@ restart at its recorded time (spread when many are due at once).
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import lmdb
 import pykka
 
+from actors.health_monitor import ForceRestart, Unwatch, Watch
 from actors.local_reply import LocalReply
 from actors.metadata import transact
 from actors.restart_policy import (
@@ -51,6 +49,7 @@ from actors.store import Store, ns_key
 from actors.supervision import Directory, SupervisedActor
 from actors.task_create import create_task_message
 from actors.tasks import TaskOp
+from actors.timers import Timers
 from wire.codec import pack, unpack
 from wire.errors import BerthError, InvalidArgument, NotFound, Unavailable
 
@@ -139,47 +138,6 @@ def _labels(txn: lmdb.Transaction, store: Store, ns: str, cid: str) -> dict[str,
     return labels
 
 
-class _Timers:
-    """One thread for every pending restart: tells the monitor each ``_Due`` at its time."""
-
-    def __init__(self, tell: Callable[[Any], None]) -> None:
-        self._tell = tell
-        self._heap: list[tuple[int, int, _Due]] = []
-        self._order = itertools.count()
-        self._wake = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="restart-timers", daemon=True)
-        self._thread.start()
-
-    def add(self, due: _Due) -> None:
-        with self._wake:
-            heapq.heappush(self._heap, (due.at_ns, next(self._order), due))
-            self._wake.notify()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                if self._stopped:
-                    return
-                if not self._heap:
-                    self._wake.wait()
-                    continue
-                wait_s = (self._heap[0][0] - time.time_ns()) / 1e9
-                if wait_s > 0:
-                    self._wake.wait(wait_s)
-                    continue
-                _, _, due = heapq.heappop(self._heap)
-            try:
-                self._tell(due)
-            except pykka.ActorDeadError:
-                return
-
-
 class RestartMonitor(SupervisedActor):
     """Decides, schedules and runs restarts; its records are in the metadata store."""
 
@@ -202,11 +160,13 @@ class RestartMonitor(SupervisedActor):
         self._rand = rand
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
-        self._timers: _Timers | None = None
+        self._timers: Timers | None = None
         self._scheduled: dict[Key, int] = {}  # key -> the at_ns of its pending restart
         self._restarting: set[Key] = set()
         # Exits that came while their restart was still finishing.
         self._held: dict[Key, TaskExited] = {}
+        # Unhealthy tasks a health check killed to restart: restarted whatever the policy.
+        self._forced: set[Key] = set()
         self.restarts = 0  # for tests and stats
 
     # lifecycle
@@ -214,7 +174,7 @@ class RestartMonitor(SupervisedActor):
     def on_start(self) -> None:
         me = self.actor_ref
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="restart")
-        self._timers = _Timers(me.tell)
+        self._timers = Timers(me.tell, "restart-timers")
         self._resume()
 
     def on_stop(self) -> None:
@@ -265,6 +225,8 @@ class RestartMonitor(SupervisedActor):
             self._due(message)
         elif isinstance(message, _Restarted):
             self._restarted(message)
+        elif isinstance(message, ForceRestart):
+            self._forced.add((message.ns, message.container_id))
         elif isinstance(message, Reconsider):
             self._reconsider((message.ns, message.container_id))
         elif isinstance(message, _Cancel):
@@ -285,6 +247,9 @@ class RestartMonitor(SupervisedActor):
         if labels is None:
             return  # the container is gone
         policy = _policy(labels, key)
+        if key in self._forced:
+            self._forced.discard(key)
+            policy = policy or RestartPolicy(mode="always")
         if policy is None and record is None:
             return  # never supervised: nothing to keep
         record = record or new_restart()
@@ -370,7 +335,7 @@ class RestartMonitor(SupervisedActor):
     def _schedule(self, key: Key, at_ns: int) -> None:
         self._scheduled[key] = at_ns
         assert self._timers is not None
-        self._timers.add(_Due(key[0], key[1], at_ns))
+        self._timers.add(at_ns, _Due(key[0], key[1], at_ns))
 
     def _due(self, msg: _Due) -> None:
         key = (msg.ns, msg.container_id)
@@ -531,12 +496,20 @@ class SupervisionHooks:
         """The task's init exited: the monitor decides."""
         # Unavailable: the daemon stops; the next one finds the exit and decides.
         with contextlib.suppress(Unavailable):
+            self.directory.tell("health", Unwatch(ns, cid))
+        with contextlib.suppress(Unavailable):
             self.directory.tell("restarts", TaskExited(ns, cid, exit_status, exited_at_ns, oom))
+
+    def started(self, ns: str, cid: str) -> None:
+        """The task runs (started, or adopted running): its health checks begin."""
+        with contextlib.suppress(Unavailable):
+            self.directory.tell("health", Watch(ns, cid, time.time_ns()))
 
     def before_kill(self, ns: str, cid: str) -> bool:
         """A Kill of the task through the API: desired ``stopped``, durably, if supervised.
 
-        Returns whether a restart was pending (it is cancelled).
+        Returns whether the container is supervised (its stop is now recorded,
+        and any pending restart cancelled).
         """
         with self.store.read() as txn:
             labels = _labels(txn, self.store, ns, cid)
@@ -546,7 +519,7 @@ class SupervisionHooks:
         self._set_desired(ns, cid, "stopped", explicit=True)
         with contextlib.suppress(Unavailable):
             self.directory.tell("restarts", _Cancel(ns, cid))
-        return record is not None and record["state"] == "BACKOFF"
+        return True
 
     def before_delete(self, ns: str, cid: str) -> None:
         """A Delete of the task through the API: a pending restart is cancelled, durably."""

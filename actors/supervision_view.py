@@ -15,8 +15,27 @@ from wire.errors import InvalidArgument
 
 __all__ = ["supervision_view"]
 
-# A live task's state as its actor last showed it (ContainerActors.shown).
+# A live task's state as its actor last showed it (ContainerActors.shown); a
+# watched task's health (HealthMonitor.health_of, times in ns).
 Shown = Callable[[str, str], dict[str, Any] | None]
+
+
+def _health(view: dict[str, Any] | None) -> dict[str, Any] | None:
+    if view is None:
+        return None
+    return {
+        "status": view["status"],
+        "failing_streak": view["failing_streak"],
+        "log": [
+            {
+                "start": timestamp_or_nil(r["start"]),
+                "end": timestamp_or_nil(r["end"]),
+                "exit_code": r["exit_code"],
+                "output": r["output"],
+            }
+            for r in view["log"]
+        ],
+    }
 
 
 def _policy_name(labels: dict[str, str]) -> str:
@@ -27,7 +46,12 @@ def _policy_name(labels: dict[str, str]) -> str:
 
 
 def supervision_view(
-    txn: lmdb.Transaction, store: Store, shown: Shown, ns: str, container: dict[str, Any]
+    txn: lmdb.Transaction,
+    store: Store,
+    shown: Shown,
+    ns: str,
+    container: dict[str, Any],
+    health: Shown | None = None,
 ) -> dict[str, Any]:
     """The wire Supervision of ``container`` (its stored record, decoded)."""
     cid = container["id"]
@@ -61,5 +85,5 @@ def supervision_view(
             }
             for e in record.get("last_exits", [])
         ],
-        "health": None,
+        "health": _health(health(ns, cid)) if health is not None else None,
     }

@@ -59,6 +59,9 @@ class TaskHandle:
     options: dict[str, Any] = field(default_factory=dict)
     #: its shim's pid once known (0: not known), to tell its death from an earlier shim's
     shim_pid: int = 0
+    #: health-check execs running now: pid -> what to call with (exit status, exited_at_ns);
+    #: they publish no events and are forgotten once they exit
+    quiet: dict[int, Callable[[int, int], None]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

@@ -120,6 +120,8 @@ class _ExecDone:
 
     outcome: int | BaseException
     reply: Reply
+    # A health check's exec: called with its exit instead of publishing events.
+    on_exit: Callable[[int, int], None] | None = None
 
 
 # Operations that wait for the execs now starting: Delete must not let an
@@ -223,6 +225,9 @@ class TaskActor(SupervisedActor):
                 self._run_deferred()
             elif isinstance(message, Adopted):
                 self._persist()  # the record may trail the shim: its writes are not waited for
+                hooks = self.host.supervision
+                if hooks is not None and self.state.status is TaskStatus.RUNNING:
+                    hooks.started(self.state.ns, self.state.container_id)
             elif isinstance(message, OomKilled):
                 self.state.oom_killed = True
                 self._publish(TaskEvent("OOM", message.pid))
@@ -265,6 +270,12 @@ class TaskActor(SupervisedActor):
     def _exited(self, event: ProcessExited) -> None:
         if self.state.hold_exit(event.pid, event.exit_status, event.exited_at_ns):
             return  # perhaps an exec's whose reply is still coming: see _exec_done
+        on_exit = self.handle.quiet.pop(event.pid, None)
+        if on_exit is not None:
+            # A health check: no events, and nothing kept of it.
+            self.state.execs.pop(event.pid, None)
+            on_exit(event.exit_status, event.exited_at_ns)
+            return
         if not self.state.exited(event.pid, event.exit_status, event.exited_at_ns):
             return  # already known: the exit file and the event queue both carry it
         # Logged with the task's record (the init's) in one commit; a daemon
@@ -301,20 +312,30 @@ class TaskActor(SupervisedActor):
             hooks.before_start(self.state.ns, self.state.container_id)
         self._call("start")
         self.state.started()
+        if hooks is not None and self.state.status is TaskStatus.RUNNING:
+            hooks.started(self.state.ns, self.state.container_id)
         self._persist(TaskEvent("START", self.state.pid), lambda: reply.ok({}))
 
     def _op_kill(self, args: dict[str, Any], reply: Reply) -> None:
         hooks = self.host.supervision
-        if hooks is not None and (args["all"] or args["pid"] in (0, self.state.pid)):
+        by_api = not args.get("supervised")  # the health monitor's kills are not requests
+        supervised = False
+        if hooks is not None and by_api and (args["all"] or args["pid"] in (0, self.state.pid)):
             # Durably "stopped" before the signal: the exit it causes is not restarted.
-            pending = hooks.before_kill(self.state.ns, self.state.container_id)
-            if pending and self.state.status is TaskStatus.STOPPED:
-                reply.ok({})  # it was waiting for its restart: that is what stopped
+            supervised = hooks.before_kill(self.state.ns, self.state.container_id)
+            if supervised and self.state.status is TaskStatus.STOPPED:
+                # Exited, perhaps waiting for its restart: the stop is what was asked.
+                reply.ok({})
                 return
         pid = 0 if args["all"] else self.state.live_pid(args["pid"])
         if args["all"]:
             self.state.check_live()
-        self._call("kill", signal=args["signal"] or 15, all=args["all"], pid=pid)
+        try:
+            self._call("kill", signal=args["signal"] or 15, all=args["all"], pid=pid)
+        except NotFound:
+            if not supervised:
+                raise
+            # It exited as the kill went out (its exit is on its way): stopped, as asked.
         reply.ok({})
 
     def _op_pause(self, args: dict[str, Any], reply: Reply) -> None:
@@ -332,6 +353,7 @@ class TaskActor(SupervisedActor):
     def _op_exec(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_running("exec")
         handle, host = self.handle, self.host
+        on_exit = args.pop("on_exit", None)  # a health check's (never from the wire)
 
         def call_shim() -> None:
             # On a pool thread, over a connection of its own: the shim
@@ -343,7 +365,7 @@ class TaskActor(SupervisedActor):
                     outcome = int(client.call("exec", **args)["pid"])
             except Exception as exc:
                 outcome = exc
-            if not host.send(handle, _ExecDone(outcome, reply)):
+            if not host.send(handle, _ExecDone(outcome, reply, on_exit)):
                 # No actor takes it (the daemon is stopping): answer from
                 # here; the process runs, but no EXEC_ADDED is published.
                 if isinstance(outcome, BaseException):
@@ -363,6 +385,9 @@ class TaskActor(SupervisedActor):
         released = self.state.exec_started(pid)
         if isinstance(done.outcome, BaseException):
             done.reply.fail(done.outcome)
+        elif done.on_exit is not None:
+            self.handle.quiet[done.outcome] = done.on_exit
+            done.reply.ok({"pid": done.outcome})
         else:
             pid_body = {"pid": done.outcome}
             reply = done.reply

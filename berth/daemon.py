@@ -29,6 +29,7 @@ from actors.content_reader import ContentReader
 from actors.event_log import LoggedEvent
 from actors.events import Committed, EventBus
 from actors.gc import Collect, Collector, Sweep
+from actors.health_monitor import HealthBoard, HealthMonitor
 from actors.importer import ImportActor, clear_scratch
 from actors.leases import Leases
 from actors.metadata import MetadataActor, TrimEvents
@@ -155,6 +156,11 @@ class Daemon:
         self._start_child(
             "restarts", lambda sup: RestartMonitor.start(sup, store, directory, containers)
         )
+        board = self.health = HealthBoard()
+        self._start_child(
+            "health",
+            lambda sup: HealthMonitor.start(sup, store, directory, containers, config.state, board),
+        )
         self.containers.tasks.supervision = SupervisionHooks(store, directory)
         self.shim_events = ShimEvents(self.context, events_address, self.containers)
         self.containers.watch = self.shim_events.watch
@@ -234,7 +240,7 @@ class Daemon:
         table.update(ImagesService(self.store, self.directory).routes())
         table.update(VersionService().routes())
         table.update(EventsService(self.store, self.directory).routes())
-        table.update(SupervisionService(self.store, self.containers).routes())
+        table.update(SupervisionService(self.store, self.containers, self.health.get).routes())
         return table
 
     def start(self) -> None:

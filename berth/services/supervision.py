@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from actors.containers import ContainerActors
 from actors.store import Store, ns_key, ns_prefix
-from actors.supervision_view import supervision_view
+from actors.supervision_view import Shown, supervision_view
 from wire.codec import pack, unpack
 from wire.errors import NotFound
 from wire.frontend import Request, Route
@@ -26,9 +26,10 @@ LIST = Message("berth.v1.SupervisionListRequest", {})
 class SupervisionService:
     """Handlers of berth.v1.Supervision."""
 
-    def __init__(self, store: Store, actors: ContainerActors) -> None:
+    def __init__(self, store: Store, actors: ContainerActors, health: Shown | None = None) -> None:
         self.store = store
         self.actors = actors
+        self.health = health
 
     def routes(self) -> dict[str, Route]:
         """This service's entries of the method table."""
@@ -43,7 +44,7 @@ class SupervisionService:
             if raw is None:
                 raise NotFound(f'container "{cid}": not found')
             view = supervision_view(
-                txn, self.store, self.actors.shown, request.ns, unpack(bytes(raw))
+                txn, self.store, self.actors.shown, request.ns, unpack(bytes(raw)), self.health
             )
         request.reply.ok({"supervision": view})
 
@@ -52,7 +53,9 @@ class SupervisionService:
         LIST.decode(request.body)
         with self.store.read() as txn:
             views = [
-                supervision_view(txn, self.store, self.actors.shown, request.ns, unpack(raw))
+                supervision_view(
+                    txn, self.store, self.actors.shown, request.ns, unpack(raw), self.health
+                )
                 for _, raw in self.store.scan(txn, self.store.containers, ns_prefix(request.ns))
             ]
         request.reply.ok_packed(pack({"supervision": views}))

@@ -268,3 +268,104 @@ def test_malformed_supervision_labels_are_invalid_argument_naming_the_label(
             client.containers.update(cid, labels=labels, update_mask=["labels"])
         assert client.containers.get(cid)["labels"] == {}
         client.containers.delete(cid)
+
+
+def health_labels(cmd: str, **extra: str) -> dict[str, str]:
+    labels = {
+        "berth.io/health.cmd": cmd,
+        "berth.io/health.interval": "200ms",
+        "berth.io/health.start-interval": "200ms",
+        "berth.io/health.timeout": "2s",
+        "berth.io/health.retries": "3",
+    }
+    labels.update({f"berth.io/health.{k.replace('_', '-')}": v for k, v in extra.items()})
+    return labels
+
+
+def wait_health(client: berth.Client, cid: str, status: str, timeout: float = WAIT) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = supervision(client, cid)["health"]
+        if health is not None and health["status"] == status:
+            return dict(health)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{cid}: health is {health}, not {status}")
+        time.sleep(0.05)
+
+
+def test_a_passing_check_makes_the_task_healthy_and_logs_the_change(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("hc-ok")
+    with berthd.client() as client:
+        start = supervised(client, cid, busybox_rootfs, ["sleep", "60"], health_labels("echo fine"))
+        health = wait_health(client, cid, "healthy")
+        assert health["failing_streak"] == 0
+        assert health["log"][-1]["exit_code"] == 0 and health["log"][-1]["output"] == "fine\n"
+        seen = events_until(client, start, cid, lambda ev: "/tasks/health" in topics(ev))
+        change = next(e for e in seen if e["topic"] == "/tasks/health")
+        assert change["payload"]["status"] == "healthy"
+        # Checks are quiet: no exec events in the log.
+        assert "/tasks/exec-added" not in topics(logged_since(client, start, cid))
+        client.tasks.kill(cid, signal.SIGKILL)
+        wait_status(client, cid, "STOPPED")
+        assert supervision(client, cid)["health"] is None  # not watched once it exited
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+def test_three_failed_checks_make_it_unhealthy_and_restart_it_through_the_backoff(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("hc-bad")
+    labels = {**health_labels("echo bad; exit 1", on_failure="restart"), **FAST}
+    with berthd.client() as client:
+        start = supervised(client, cid, busybox_rootfs, ["sleep", "60"], labels)
+        health = wait_health(client, cid, "unhealthy")
+        assert health["failing_streak"] >= 3
+        assert [r["exit_code"] for r in health["log"]][-3:] == [1, 1, 1]
+        assert health["log"][-1]["output"] == "bad\n"
+        seen = events_until(client, start, cid, lambda ev: "/tasks/restarted" in topics(ev))
+        exits = [e["payload"]["exit_status"] for e in seen if e["topic"] == "/tasks/exit"]
+        assert exits[:1] == [137]  # killed as unhealthy, then restarted under policy "no"
+        assert supervision(client, cid)["restart_count"] >= 1
+        client.tasks.kill(cid, signal.SIGKILL)
+        wait_supervision(client, cid, "STOPPED")
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+def test_a_hung_check_is_killed_at_its_timeout_and_counts_as_a_failure(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("hc-hang")
+    labels = health_labels("sleep 30", timeout="300ms", retries="1")
+    with berthd.client() as client:
+        supervised(client, cid, busybox_rootfs, ["sleep", "60"], labels)
+        health = wait_health(client, cid, "unhealthy")
+        entry = health["log"][-1]
+        took = (entry["end"].to_unix_nano() - entry["start"].to_unix_nano()) / 1e9
+        assert 0.3 <= took < 3.0, took
+        assert entry["exit_code"] == -1 and "timeout" in entry["output"]
+        assert client.tasks.info(cid)["status"] == "RUNNING"  # on-failure none: left running
+        client.tasks.kill(cid, signal.SIGKILL)
+        wait_status(client, cid, "STOPPED")
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+def test_failures_inside_the_start_period_leave_it_starting(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("hc-start")
+    labels = health_labels("exit 1", start_period="3s", retries="1")
+    with berthd.client() as client:
+        supervised(client, cid, busybox_rootfs, ["sleep", "60"], labels)
+        time.sleep(1.5)
+        health = supervision(client, cid)["health"]
+        assert health["status"] == "starting" and len(health["log"]) >= 2
+        wait_health(client, cid, "unhealthy", timeout=10)
+        client.tasks.kill(cid, signal.SIGKILL)
+        wait_status(client, cid, "STOPPED")
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
