@@ -15,8 +15,10 @@ the subscription is live before it acts.
 
 The thread also checks the stream: every ``seq`` must be greater than the
 one before (a breach otherwise); a jump of more than one is counted as a
-gap. Seqs are global across namespaces, so on a daemon with other activity
-gaps are expected; on a daemon of its own the bench should see none.
+gap. Seqs are the event log's, global across namespaces and topics
+(containers', snapshots'...), so Tasks/Events, which carries the task
+topics of one namespace, jumps over the others: gaps are expected; what
+proves nothing was lost is every EXIT arriving (counted by type).
 """
 
 from __future__ import annotations

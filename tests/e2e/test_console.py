@@ -236,7 +236,7 @@ def test_events_shows_a_tasks_start_and_exit_until_ctrl_c(
     daemon: DaemonProcess, console: Any
 ) -> None:
     cid = new_id("ev")
-    console.sendline("events")
+    console.sendline("tasks events")
     console.expect_exact("following the events of namespace default")  # subscribed
     ran = berth(daemon.address, "run", "--rm", IMAGE, cid, "sh", "-c", "exit 2")
     assert ran.code == 2
