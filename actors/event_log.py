@@ -35,7 +35,6 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -100,36 +99,65 @@ def task_payload(
     }
 
 
-@dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """One event as committed: its seq, its packed record, what filters look at."""
+    """One event as committed: its seq, its packed record, and what filters look at.
 
-    seq: int
-    packed: bytes
-    namespace: str
-    topic: str
-    id: str
-    type: str
+    An event read back from the store decodes its record only when a
+    filter (or the legacy stream) first asks for a field: an unfiltered
+    replay sends the stored bytes as they are.
+    """
+
+    __slots__ = ("_fields", "packed", "seq")
+
+    def __init__(
+        self, seq: int, packed: bytes, fields: tuple[str, str, str, str] | None = None
+    ) -> None:
+        self.seq = seq
+        self.packed = packed
+        self._fields = fields  # (namespace, topic, id, type)
+
+    def _decoded(self) -> tuple[str, str, str, str]:
+        if self._fields is None:
+            record = unpack(self.packed)
+            self._fields = (record["namespace"], record["topic"], record["id"], record["type"])
+        return self._fields
+
+    @property
+    def namespace(self) -> str:
+        """The object's namespace."""
+        return self._decoded()[0]
+
+    @property
+    def topic(self) -> str:
+        """containerd's topic string."""
+        return self._decoded()[1]
+
+    @property
+    def id(self) -> str:
+        """The object's id (container id, image name, snapshot key...)."""
+        return self._decoded()[2]
+
+    @property
+    def type(self) -> str:
+        """The short type (``CREATE``, ``EXIT``...)."""
+        return self._decoded()[3]
 
     def field(self, path: tuple[str, ...]) -> str | None:
         """The filter lookup: ``topic``, ``namespace``, ``id``, ``type``; else absent."""
         if len(path) != 1:
             return None
-        value = {
-            "topic": self.topic,
-            "namespace": self.namespace,
-            "id": self.id,
-            "type": self.type,
-        }.get(path[0])
-        return value or None
+        index = _FIELD_INDEX.get(path[0])
+        if index is None:
+            return None
+        return self._decoded()[index] or None
+
+
+_FIELD_INDEX = {"namespace": 0, "topic": 1, "id": 2, "type": 3}
 
 
 def decode_event(seq: int, packed: bytes) -> LoggedEvent:
-    """A :class:`LoggedEvent` from a stored record."""
-    record = unpack(packed)
-    return LoggedEvent(
-        seq, packed, record["namespace"], record["topic"], record["id"], record["type"]
-    )
+    """A :class:`LoggedEvent` from a stored record (decoded on demand)."""
+    return LoggedEvent(seq, packed)
 
 
 class EventLog:
@@ -171,7 +199,7 @@ class EventLog:
         )
         txn.put(seq_key(seq), packed, db=self.store.events, append=True)
         self.next_seq = seq + 1
-        self._pending.append(LoggedEvent(seq, packed, ns, topic, object_id, kind))
+        self._pending.append(LoggedEvent(seq, packed, (ns, topic, object_id, kind)))
         return seq
 
     def pending(self) -> list[LoggedEvent]:

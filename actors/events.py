@@ -224,7 +224,10 @@ class EventBus(SupervisedActor):
         while sub.position < self._latest:
             if not self._window(sub_id, sub):
                 return
-            events = self._after(sub.position)
+            # Unfiltered, a frame takes FRAME_EVENTS: read no more than that.
+            events = self._after(
+                sub.position, FRAME_EVENTS if sub.filter.is_empty else FRAME_EVENTS * 4
+            )
             if events is None:
                 del self._subs[sub_id]
                 reply.fail(
@@ -257,19 +260,19 @@ class EventBus(SupervisedActor):
         sub.waiting = True
         return False
 
-    def _after(self, position: int) -> list[LoggedEvent] | None:
-        """Events from ``position + 1`` on (a bounded run), or None if they were trimmed."""
+    def _after(self, position: int, run: int) -> list[LoggedEvent] | None:
+        """Up to ``run`` events from ``position + 1`` on, or None if they were trimmed."""
         recent = self._recent
         if recent and recent[0].seq <= position + 1:
             start = position + 1 - recent[0].seq
-            return list(itertools.islice(recent, start, start + FRAME_EVENTS * 4))
+            return list(itertools.islice(recent, start, start + run))
         with self.store.read() as txn:
             if position + 1 < self.store.log.oldest(txn):
                 return None
             return [
                 decode_event(seq, packed)
                 for seq, packed in itertools.islice(
-                    self.store.log.read(txn, position, self._latest), FRAME_EVENTS * 4
+                    self.store.log.read(txn, position, self._latest), run
                 )
             ]
 
