@@ -253,6 +253,13 @@ class RestartMonitor(SupervisedActor):
         if policy is None and record is None:
             return  # never supervised: nothing to keep
         record = record or new_restart()
+        if task is not None:
+            # What a replacement is created with, kept past the old task's delete.
+            old = unpack(bytes(task))
+            record["options"] = {
+                **(old.get("options") or {}),
+                "runtime_binary": old.get("runtime_binary", "runc"),
+            }
         record["last_exits"].append(
             {"exit_status": msg.exit_status, "exited_at_ns": msg.exited_at_ns, "oom": msg.oom}
         )
@@ -282,13 +289,6 @@ class RestartMonitor(SupervisedActor):
             topic = "/tasks/gave-up" if decision.give_up else None
             self._write(key, record, state, decision.reason, topic=topic)
             return
-        if task is not None:
-            # What the replacement is created with, kept past the old task's delete.
-            old = unpack(bytes(task))
-            record["options"] = {
-                **(old.get("options") or {}),
-                "runtime_binary": old.get("runtime_binary", "runc"),
-            }
         delay = delay_s(policy, attempt, self._rand())
         record["attempt"] = attempt + 1
         at_ns = now + int(delay * 1e9)
