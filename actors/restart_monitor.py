@@ -60,7 +60,7 @@ __all__ = ["Reconsider", "RestartMonitor", "SupervisionHooks", "TaskExited"]
 
 log = logging.getLogger(__name__)
 
-RESTART_WORKERS = 4  # restarts in progress at once; the rest wait their turn
+RESTART_WORKERS = 2  # restarts in progress at once; the rest wait their turn
 _STEP_TIMEOUT = 60.0  # one step of a restart (delete, create, start)
 _STARTUP_SPREAD_S = 0.01  # per restart already due at start-up: 500 of them spread over 5 s
 
