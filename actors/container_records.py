@@ -33,10 +33,17 @@ __all__ = [
 DEFAULT_RUNTIME = "linux"
 
 
-def _log(txn: lmdb.Transaction, store: Store, ns: str, topic: str, record: bytes) -> None:
+def _log(
+    txn: lmdb.Transaction, store: Store, ns: str, topic: str, container: dict[str, Any]
+) -> None:
     # The stored fields without the spec: an event is a notice, not a copy.
-    container = unpack(record)
-    payload = {k: container[k] for k in ("id", "image", "runtime", "rootfs", "labels")}
+    payload = {
+        "id": container["id"],
+        "image": container["image"],
+        "runtime": container["runtime"] or DEFAULT_RUNTIME,
+        "rootfs": container["rootfs"],
+        "labels": container["labels"],
+    }
     store.log.append(txn, ns, topic, container["id"], payload)
 
 
@@ -74,7 +81,7 @@ def create_container(
         raise AlreadyExists(f'container "{container["id"]}": already exists')
     if container["rootfs"]:
         txn.put(snapref_key(ns, container["rootfs"], container["id"]), b"", db=store.snaprefs)
-    _log(txn, store, ns, "/containers/create", record)
+    _log(txn, store, ns, "/containers/create", container)
     return record
 
 
@@ -95,7 +102,7 @@ def update_container(
     merged = apply_container_mask(current, container, paths)
     record = _record(merged, current["created_at"], now)
     txn.put(key, record, db=store.containers)
-    _log(txn, store, ns, "/containers/update", record)
+    _log(txn, store, ns, "/containers/update", merged)
     released = False
     if merged["rootfs"] != current["rootfs"]:
         released = _unref(txn, store, ns, current)
