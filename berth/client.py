@@ -44,6 +44,7 @@ from berth.client_base import (
 )
 from berth.client_events import AsyncEvents, Events
 from berth.client_images import Content, Images, Snapshots
+from berth.client_supervision import Supervision
 from wire.transport import AsyncTransport, SyncTransport
 
 __all__ = [
@@ -285,6 +286,7 @@ class _Api(Group[Map, MapList, Done, MapIter]):
     images: Images[Map, MapList, Done, MapIter]
     snapshots: Snapshots[Map, MapList, Done, MapIter]
     content: Content[Map, MapList, Done, MapIter]
+    supervision: Supervision[Map, MapList, Done, MapIter]
 
     def __init__(self, invoker: Invoker) -> None:
         super().__init__(invoker)
@@ -293,6 +295,7 @@ class _Api(Group[Map, MapList, Done, MapIter]):
         self.images = Images(invoker)
         self.snapshots = Snapshots(invoker)
         self.content = Content(invoker)
+        self.supervision = Supervision(invoker)
 
     @property
     def namespace(self) -> str:

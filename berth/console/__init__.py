@@ -11,6 +11,8 @@
     cmd_tasks.py            tasks ls|start|attach|kill|ps|pause|resume|exec|pty-resize|rm|info
     cmd_storage.py          images, snapshots, content, gc
     cmd_events.py           events, events info (the event log)
+    cmd_supervision.py      supervision (sv): restart policies and health
+    supervision_args.py     run's --restart and --health-* flags, as labels
     cmd_daemon.py           tasks events (a namespace's task events), version
     context.py              Session (address, namespace, client), Context
     render.py               tables, details, JSON

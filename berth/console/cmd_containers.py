@@ -9,6 +9,7 @@ from typing import Any
 
 from berth.console.cmd_run import (
     SPEC_ARGS,
+    container_labels,
     create_from_image,
     create_on_snapshot,
     refuse_existing,
@@ -65,20 +66,23 @@ def create(ctx: Context, args: argparse.Namespace) -> None:
     with the image's command unless CMD is given: `berth tasks start ID`
     then runs it. With --spec FILE the container's OCI spec is read from
     FILE instead, and IMAGE may be "-" for none (the spec's root.path must
-    then be an absolute directory on the daemon's host).
+    then be an absolute directory on the daemon's host). --restart and
+    --health-* set the supervision labels as for `run`; `berth tasks start
+    -d ID` then starts a supervised task.
 
     examples:
       berth containers create --label tier=web busybox:latest web sh -c 'httpd -f'
       berth containers create --spec config.json - legacy
     """
+    labels = container_labels(args, "containers create")
     if args.spec is None:
-        create_from_image(ctx, args)
+        create_from_image(ctx, args, labels)
     else:
-        _create_from_spec(ctx, args)
+        _create_from_spec(ctx, args, labels)
     _show(ctx, ctx.client.containers.get(args.id))
 
 
-def _create_from_spec(ctx: Context, args: argparse.Namespace) -> None:
+def _create_from_spec(ctx: Context, args: argparse.Namespace, labels: dict[str, str]) -> None:
     try:
         spec = json.loads(Path(args.spec).read_bytes())
     except (OSError, ValueError) as exc:
@@ -100,7 +104,7 @@ def _create_from_spec(ctx: Context, args: argparse.Namespace) -> None:
     if image:
         spec.setdefault("root", {})["path"] = "rootfs"  # where the snapshot is mounted
     refuse_existing(ctx.client, args.id)
-    create_on_snapshot(ctx.client, args.id, image, spec, parse_pairs(args.label, "label"))
+    create_on_snapshot(ctx.client, args.id, image, spec, labels)
 
 
 def info(ctx: Context, args: argparse.Namespace) -> None:

@@ -11,13 +11,26 @@ from berth.console.commands import Arg, Command, UsageError, arg
 from berth.console.context import Context
 from berth.console.image_spec import build_spec, image_config, parse_pairs
 from berth.console.launch import discard_task, start_task
+from berth.console.supervision_args import (
+    SUPERVISION_ARGS,
+    restarts_on_exit,
+    supervision_labels,
+)
 from wire.errors import AlreadyExists, BerthError, NotFound
 
-__all__ = ["COMMANDS", "SPEC_ARGS", "create_from_image", "create_on_snapshot", "refuse_existing"]
+__all__ = [
+    "COMMANDS",
+    "SPEC_ARGS",
+    "container_labels",
+    "create_from_image",
+    "create_on_snapshot",
+    "refuse_existing",
+]
 
 # The arguments `run` and `containers create` share.
 SPEC_ARGS: tuple[Arg, ...] = (
     arg("--label", action="append", default=[], metavar="K=V", help="container label (repeat)"),
+    *SUPERVISION_ARGS,
     arg("--env", action="append", default=[], metavar="K=V", help="environment variable (repeat)"),
     arg("--cwd", metavar="DIR", help="working directory (default: the image's, else /)"),
     arg("-t", "--tty", action="store_true", help="give the process a terminal"),
@@ -27,7 +40,12 @@ SPEC_ARGS: tuple[Arg, ...] = (
 )
 
 
-def create_from_image(ctx: Context, args: argparse.Namespace) -> None:
+def container_labels(args: argparse.Namespace, prog: str) -> dict[str, str]:
+    """The ``--label`` pairs and the labels of the restart and health flags."""
+    return parse_pairs(args.label, "label") | supervision_labels(args, prog)
+
+
+def create_from_image(ctx: Context, args: argparse.Namespace, labels: dict[str, str]) -> None:
     """Create container ``ID`` from ``IMAGE``: its spec from the image's config."""
     refuse_existing(ctx.client, args.id)
     config = image_config(ctx.client, args.image)
@@ -39,7 +57,7 @@ def create_from_image(ctx: Context, args: argparse.Namespace) -> None:
         terminal=args.tty,
         image=args.image,
     )
-    create_on_snapshot(ctx.client, args.id, args.image, spec, parse_pairs(args.label, "label"))
+    create_on_snapshot(ctx.client, args.id, args.image, spec, labels)
 
 
 def refuse_existing(client: Client, container_id: str) -> None:
@@ -87,14 +105,30 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     file (without -t), or kept in FIFOs for `tasks attach` (with -t).
     --rm deletes the container, and with it its snapshot, at the end.
 
+    --restart and --health-* are Docker's flags, kept as the container's
+    supervision labels: the daemon restarts the task by its policy when it
+    exits (with a backoff from --restart-backoff, doubling up to
+    --restart-backoff-max) and runs the health check in it. Durations are
+    Go's: 100ms, 2s, 1m. A restarting task needs -d: an attached run
+    deletes its task when it exits. `berth supervision ID` shows it.
+
     examples:
       berth run --rm busybox:latest hello echo hello
       berth run --rm -t busybox:latest shell sh
       berth run -d -t --label tier=web busybox:latest web sh
+      berth run -d --restart on-failure:3 --restart-backoff 200ms busybox:latest job sh -c 'exit 1'
+      berth run -d --health-cmd 'test -f /tmp/ok' --health-interval 5s busybox:latest web sh
     """
     if args.rm and args.detach:
         raise UsageError("run: --rm cannot be used with -d (nothing would be left to remove it)")
-    create_from_image(ctx, args)
+    labels = container_labels(args, "run")
+    if restarts_on_exit(args) and not args.detach:
+        how = "--restart" if args.restart not in (None, "no") else "--health-on-failure restart"
+        raise UsageError(
+            f"run: {how} needs -d (an attached run deletes its task when it exits, "
+            "which cancels the restart)"
+        )
+    create_from_image(ctx, args, labels)
     try:
         status = start_task(ctx, args.id, terminal=args.tty, detach=args.detach)
     except BaseException:

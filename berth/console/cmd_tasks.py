@@ -7,6 +7,7 @@ import signal
 from typing import Any
 
 from berth.client import Client
+from berth.console.cmd_supervision import is_supervised, supervision_cells
 from berth.console.commands import Command, UsageError, arg
 from berth.console.context import Context
 from berth.console.fifos import remove_fifo_dir
@@ -19,7 +20,7 @@ from berth.console.launch import (
     start_task,
 )
 from berth.console.render import details, error_line, human_time, print_json, table
-from wire.errors import BerthError, NotFound
+from wire.errors import BerthError, NotFound, Unimplemented
 
 __all__ = ["COMMANDS", "parse_signal"]
 
@@ -36,11 +37,18 @@ def parse_signal(text: str) -> int:
 
 
 def ls(ctx: Context, args: argparse.Namespace) -> None:
-    """List the namespace's tasks: pid, status and, once stopped, exit status."""
+    """List the namespace's tasks: pid, status and, once stopped, exit status.
+
+    When any task is supervised (a restart policy or a health check), two
+    more columns show its restart count and health, from one
+    Supervision/List; "-" where there is neither. `berth supervision`
+    tells more.
+    """
     tasks = ctx.client.tasks.list()
     if ctx.json:
         print_json(ctx.out, tasks)
         return
+    headers = ["TASK", "PID", "STATUS", "EXIT", "EXITED"]
     rows = [
         [
             t["id"],
@@ -51,7 +59,28 @@ def ls(ctx: Context, args: argparse.Namespace) -> None:
         ]
         for t in sorted(tasks, key=lambda t: str(t["id"]))
     ]
-    table(ctx.out, ["TASK", "PID", "STATUS", "EXIT", "EXITED"], rows)
+    supervised = _supervision_of(ctx.client, [str(t["id"]) for t in tasks])
+    if supervised:
+        headers += ["RESTARTS", "HEALTH"]
+        for row in rows:
+            row += supervision_cells(supervised.get(str(row[0])))
+    table(ctx.out, headers, rows)
+
+
+def _supervision_of(client: Client, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The Supervision of the supervised containers among ``ids``; {} when none is."""
+    if not ids:
+        return {}
+    try:
+        views = client.supervision.list()
+    except Unimplemented:
+        return {}  # a daemon from before supervision
+    wanted = set(ids)
+    return {
+        str(sv["container_id"]): sv
+        for sv in views
+        if sv["container_id"] in wanted and is_supervised(sv)
+    }
 
 
 def start(ctx: Context, args: argparse.Namespace) -> int:

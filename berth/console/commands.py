@@ -88,11 +88,17 @@ class Command:
     verb: str
     handler: Handler
     args: tuple[Arg, ...] = ()
+    aliases: tuple[str, ...] = ()  # other verbs for it: ``sv`` for ``supervision``
 
     @property
     def name(self) -> str:
         """How the command is typed: ``"containers ls"`` or ``"run"``."""
         return f"{self.group} {self.verb}" if self.group else self.verb
+
+    @property
+    def listed_name(self) -> str:
+        """The name as ``help`` lists it, with its aliases: ``"supervision (sv)"``."""
+        return f"{self.name} ({', '.join(self.aliases)})" if self.aliases else self.name
 
     @property
     def summary(self) -> str:

@@ -1,9 +1,10 @@
 """The one command table both the one-shot CLI and the console use.
 
 Grouped as the daemon's services are: ``containers``, ``tasks``, ``images``,
-``snapshots``, ``content``; and ``run``, ``events``, ``gc``, ``version`` on
-their own. Each module of handlers exports its ``COMMANDS``; this module
-only puts them together, in the order ``help`` lists them.
+``snapshots``, ``content``; and ``run``, ``events``, ``supervision`` (alias
+``sv``), ``gc``, ``version`` on their own. Each module of handlers exports
+its ``COMMANDS``; this module only puts them together, in the order
+``help`` lists them.
 
 A word may be both a command and a group (``events`` follows the log,
 ``events info`` describes it): a group's verb wins when it follows.
@@ -19,6 +20,7 @@ from berth.console import (
     cmd_events,
     cmd_run,
     cmd_storage,
+    cmd_supervision,
     cmd_tasks,
 )
 from berth.console.commands import Command, UsageError
@@ -31,16 +33,18 @@ COMMANDS: tuple[Command, ...] = (
     *cmd_tasks.COMMANDS,
     *cmd_storage.COMMANDS,
     *cmd_events.COMMANDS,
+    *cmd_supervision.COMMANDS,
     *cmd_daemon.COMMANDS,
 )
 
 GROUPS: dict[str, dict[str, Command]] = {}
 TOP_LEVEL: dict[str, Command] = {}
 for _command in COMMANDS:
-    if _command.group is None:
-        TOP_LEVEL[_command.verb] = _command
-    else:
-        GROUPS.setdefault(_command.group, {})[_command.verb] = _command
+    for _verb in (_command.verb, *_command.aliases):
+        if _command.group is None:
+            TOP_LEVEL[_verb] = _command
+        else:
+            GROUPS.setdefault(_command.group, {})[_verb] = _command
 
 
 def find(words: Sequence[str]) -> tuple[Command, list[str]]:
@@ -65,6 +69,6 @@ def find(words: Sequence[str]) -> tuple[Command, list[str]]:
 def overview(group: str | None = None) -> str:
     """Every command (or a group's) with its summary, for ``help``."""
     commands = [c for c in COMMANDS if group is None or c.group == group]
-    width = max(len(c.name) for c in commands)
-    lines = [f"  {c.name:<{width}}  {c.summary}" for c in commands]
+    width = max(len(c.listed_name) for c in commands)
+    lines = [f"  {c.listed_name:<{width}}  {c.summary}" for c in commands]
     return "\n".join(lines) + "\n"

@@ -322,7 +322,9 @@ def test_exported_members():
         "Unauthenticated",
         "Unavailable",
         "Unimplemented",
+        "health_labels",
         "oci_spec_any",
+        "restart_labels",
     ]
     assert berth.__version__ == "0.1.0"
 
