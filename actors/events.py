@@ -43,6 +43,7 @@ __all__ = [
     "Committed",
     "EventBus",
     "Subscribe",
+    "Trimmed",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ class Committed:
     """Events just committed, in seq order (from the metadata actor)."""
 
     events: list[LoggedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed:
+    """Events up to ``upto`` were trimmed from the log (from the metadata actor)."""
+
+    upto: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,11 @@ class EventBus(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Committed):
             self._committed(message.events)
+        elif isinstance(message, Trimmed):
+            # Gone from memory too: a cursor behind them ends with OUT_OF_RANGE.
+            recent = self._recent
+            while recent and recent[0].seq <= message.upto:
+                recent.popleft()
         elif isinstance(message, _Pump):
             sub = self._subs.get(message.sub)
             if sub is not None:

@@ -254,11 +254,13 @@ class MetadataActor(SupervisedActor):
         store: Store,
         on_release: Callable[[], None] | None = None,
         on_events: Callable[[list[LoggedEvent]], None] | None = None,
+        on_trim: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(supervisor)
         self.store = store
         self.on_release = on_release
         self.on_events = on_events
+        self.on_trim = on_trim  # told the highest seq trimmed, after a trim's commit
         self._released = False
         self._batch: list[Write] = []
         self._facts = False  # the batch holds only exits and OOMs from shims
@@ -327,6 +329,12 @@ class MetadataActor(SupervisedActor):
         trims = [w for w in batch if isinstance(w, TrimEvents)]
         if trims and any(isinstance(r, bytes) and r == _MORE_TO_TRIM for r in results):
             self.actor_ref.tell(trims[0])  # the rest of the trim, behind the writers waiting
+        if trims and self.on_trim is not None:
+            try:
+                with self.store.read() as txn:
+                    self.on_trim(self.store.log.trimmed(txn))
+            except Exception:
+                log.exception("metadata: telling the bus of a trim failed")
         if self._released:
             self._released = False
             if self.on_release is not None:

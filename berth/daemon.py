@@ -27,7 +27,7 @@ from setproctitle import setproctitle
 from actors.containers import ContainerActors
 from actors.content_reader import ContentReader
 from actors.event_log import LoggedEvent
-from actors.events import Committed, EventBus
+from actors.events import Committed, EventBus, Trimmed
 from actors.gc import Collect, Collector, Sweep
 from actors.health_monitor import HealthBoard, HealthMonitor
 from actors.importer import ImportActor, clear_scratch
@@ -130,7 +130,14 @@ class Daemon:
 
         # The bus first: it reads the log's latest seq before anything commits.
         self._start_child("events", lambda sup: EventBus.start(sup, store))
-        self._start_child("metadata", lambda sup: MetadataActor.start(sup, store, sweep, publish))
+
+        def trimmed(upto: int) -> None:
+            with contextlib.suppress(Unavailable):
+                directory.tell("events", Trimmed(upto))
+
+        self._start_child(
+            "metadata", lambda sup: MetadataActor.start(sup, store, sweep, publish, trimmed)
+        )
         self._start_child("reader", lambda sup: ReaderActor.start(sup, store))
         self._start_images(config)
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -14,7 +14,7 @@ token, and from then on drops whatever the handler still sends for it.
 Flow control (docs/protocol.md §6.6): a credit frame opens its stream's
 window; for a client that never sends one, each frame of a stream that
 leaves for the client's ZeroMQ pipe opens it by one. The pipe is short
-(:data:`SEND_HWM` frames): a frame that finds it full waits here, in
+(:data:`wire.listen.SEND_HWM` frames): a frame that finds it full waits here, in
 order with the client's other frames, and is retried every few
 milliseconds, so a slow reader is never dropped, only held back. A client
 with more than :data:`PARK_FRAMES` frames or :data:`PARK_BYTES` bytes
@@ -68,7 +68,6 @@ _MAX_POLL_MS = 60_000
 _RETRY_MS = 5  # how soon frames waiting for a full pipe are tried again
 _MAX_CREDIT = 1_000_000
 
-SEND_HWM = 64  # frames ZeroMQ queues per client before a send would block
 PARK_FRAMES = 4096
 PARK_BYTES = 64 << 20
 
@@ -166,7 +165,6 @@ class FrontEnd:
             # Raise EHOSTUNREACH for a client that is gone, so its streams
             # end, and EAGAIN for one whose pipe is full, so its frames wait.
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
 
     # lifecycle
 
@@ -448,11 +446,21 @@ class FrontEnd:
         self, identity: bytes, request_id: Any, message: dict[Any, Any], cancel: bool
     ) -> None:
         frames = message["credit"]
-        if "method" in message or cancel:
-            raise InvalidArgument("envelope: a credit frame has no method and no cancel")
-        if type(frames) is not int or not 1 <= frames <= _MAX_CREDIT:
-            raise InvalidArgument(f"envelope: credit must be an int from 1 to {_MAX_CREDIT}")
         token = self._streams.get((identity, _id_key(request_id)))
+        bad = None
+        if "method" in message or cancel:
+            bad = InvalidArgument("envelope: a credit frame has no method and no cancel")
+        elif type(frames) is not int or not 1 <= frames <= _MAX_CREDIT:
+            bad = InvalidArgument(f"envelope: credit must be an int from 1 to {_MAX_CREDIT}")
+        if bad is not None:
+            if token is None:
+                raise bad
+            # The stream it names ends with the error: one terminal frame, as for any stream.
+            reply = self._tracked[token].reply
+            reply.cancelled = True
+            self._forget(token)
+            self._send(reply.sock, reply.route, error_frame(reply.prefix, to_wire(bad)))
+            return
         if token is None:
             return  # naming no open stream: ignored, as a cancel is
         self._tracked[token].reply.grant(frames, credit=True)

@@ -32,11 +32,12 @@ PUBLIC_FILE = "server.public"
 SECRET_FILE = "server.secret"
 
 
-# Frames queued per client before the daemon gives up on it: enough for a
-# client that pipelines thousands of requests before reading, or reads a
-# long stream late; a client this far behind is treated as gone. Set
-# before bind: a listening socket's connections take its options then.
-SEND_HWM = 100_000
+# Frames ZeroMQ queues per client before a send would block (EAGAIN): the
+# front end then keeps them itself, in order, up to its own limit, and a
+# stream's auto-credit stops, so a client that stops reading costs bounded
+# memory (docs/protocol.md §6.6). Set before bind: a listening socket's
+# connections take its options then, and ignore a later change.
+SEND_HWM = 64
 
 
 def _router(ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:

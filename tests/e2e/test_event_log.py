@@ -519,12 +519,6 @@ def test_a_trimmed_position_is_out_of_range_naming_the_oldest_retained_seq(
         b.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="§6.5.1 says a stalled subscriber whose position the log trimmed meanwhile ends "
-    "OUT_OF_RANGE; the bus serves it the trimmed events from its in-memory recent events "
-    "instead (actors/events.py _after), while a new Subscribe at that position is refused",
-)
 def test_a_stalled_subscriber_trimmed_past_within_the_recent_events_ends_out_of_range(
     tmp_path: Path,
 ) -> None:
@@ -686,14 +680,6 @@ class UnboundedMemory(AssertionError):
     """The daemon's RSS grew past :data:`RSS_GROWTH_KIB` while readers stalled."""
 
 
-@pytest.mark.xfail(
-    raises=UnboundedMemory,
-    strict=True,
-    reason="a client's ZeroMQ pipe is not 64 frames but 100,000: wire/listen.py sets SNDHWM "
-    "100_000 before bind and the front end's SNDHWM 64, set after bind, does not apply to "
-    "accepted connections; so a stalled Content/Read's frames all leave for the pipe, each "
-    "reopening the window, and the daemon holds the whole blob (256 MiB: RSS +~270 MB)",
-)
 def test_readers_that_stop_reading_cost_a_bounded_window_and_lose_nothing(
     tmp_path: Path,
 ) -> None:
