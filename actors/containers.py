@@ -130,8 +130,15 @@ class ContainerActor(SupervisedActor):
             return
         if tasks.stopping:
             reply.fail(Unavailable(f'task "{self.container_id}": the daemon is stopping'))
-        else:
-            reply.fail(NotFound(f'task "{self.container_id}": not found'))
+            return
+        hooks = tasks.supervision
+        # Between a restart's delete and its create there is no task: the
+        # stop is recorded all the same, and the restart does not go on.
+        killed = isinstance(message, TaskOp) and message.op == "kill" and hooks is not None
+        if killed and hooks is not None and hooks.before_kill(self.ns, self.container_id):
+            reply.ok({})
+            return
+        reply.fail(NotFound(f'task "{self.container_id}": not found'))
 
     def _delete(self, message: DeleteContainer) -> None:
         # Wait for the commit so the next operation on this container sees

@@ -44,7 +44,7 @@ from actors.restart_policy import (
     desired_state,
     policy_from_labels,
 )
-from actors.restart_records import get_restart, list_restarts, new_restart, put_restart
+from actors.restart_records import desired_of, get_restart, list_restarts, new_restart, put_restart
 from actors.store import Store, ns_key
 from actors.supervision import Directory, SupervisedActor
 from actors.task_create import create_task_message
@@ -118,16 +118,6 @@ def _policy(labels: dict[str, str], key: Key) -> RestartPolicy | None:
         log.warning("container %s/%s: restart labels ignored: %s", key[0], key[1], exc)
         return None
     return None if policy.mode == "no" else policy
-
-
-def _desired(labels: dict[str, str], record: dict[str, Any]) -> str:
-    """Stopped if a Kill asked for it (the record) or the labels say so."""
-    if record["desired"] == "stopped":
-        return "stopped"
-    try:
-        return desired_state(labels)
-    except InvalidArgument:
-        return "running"
 
 
 def _labels(txn: lmdb.Transaction, store: Store, ns: str, cid: str) -> dict[str, str] | None:
@@ -279,7 +269,7 @@ class RestartMonitor(SupervisedActor):
             policy,
             exit_status=msg.exit_status,
             oom=msg.oom,
-            desired=_desired(labels, record),
+            desired=desired_of(labels, record),
             restarts=record["retries"],
             recent_restarts_ns=record["restarts_ns"],
             now_ns=now,
@@ -326,7 +316,8 @@ class RestartMonitor(SupervisedActor):
             stopped = task is not None and unpack(bytes(task)).get("status") == "STOPPED"
             if not stopped or not record["options"]:
                 return  # running already, or nothing to create a task from
-            record.update(desired="running", explicit=False, attempt=0, retries=0)
+            # Started again by request, as a Start through the API: not a retry.
+            record.update(desired="running", explicit=False, attempt=0, retries=0, revived=True)
             now = time.time_ns()
             record["next_restart_at_ns"] = now
             if self._write(key, record, "BACKOFF", ""):
@@ -348,7 +339,7 @@ class RestartMonitor(SupervisedActor):
             task = txn.get(ns_key(*key), db=self.store.tasks)
         if labels is None or record is None or record["state"] != "BACKOFF":
             return  # deleted, or changed while it waited
-        if _desired(labels, record) == "stopped":
+        if desired_of(labels, record) == "stopped":
             self._write(key, record, "STOPPED", "stopped by request")
             return
         self._restarting.add(key)
@@ -371,6 +362,8 @@ class RestartMonitor(SupervisedActor):
             if has_task:
                 delete = TaskOp("delete", {"restart": True}, LocalReply(f"restart {ns}/{cid}"))
                 self._step(key, delete)
+            if self._stop_requested(key):
+                raise NotFound(f'task "{cid}": stopped by request during its restart')
             with self.store.read() as txn:
                 raw = txn.get(ns_key(ns, cid), db=self.store.containers)
             if raw is None:
@@ -390,7 +383,12 @@ class RestartMonitor(SupervisedActor):
                 reply=reply,
             )
             pid = int(self._step(key, message)["pid"])
-            self._step(key, TaskOp("start", {}, LocalReply(f"restart {ns}/{cid}: start")))
+            if self._stop_requested(key):
+                # A Kill came while the task was being replaced: no start.
+                self._step(key, TaskOp("delete", {"restart": True}, LocalReply(f"restart {cid}")))
+                raise NotFound(f'task "{cid}": stopped by request during its restart')
+            start = TaskOp("start", {"restart": True}, LocalReply(f"restart {ns}/{cid}: start"))
+            self._step(key, start)
         except BerthError as exc:
             error = exc
         except Exception as exc:  # a bug: reported, and the container left alone
@@ -398,6 +396,12 @@ class RestartMonitor(SupervisedActor):
             error = exc
         with contextlib.suppress(pykka.ActorDeadError):
             me.tell(_Restarted(ns, cid, pid, time.time_ns(), error))
+
+    def _stop_requested(self, key: Key) -> bool:
+        with self.store.read() as txn:
+            labels = _labels(txn, self.store, *key)
+            record = get_restart(txn, self.store, *key)
+        return labels is None or desired_of(labels, record) == "stopped"
 
     def _step(self, key: Key, message: Any) -> dict[str, Any]:
         reply: LocalReply = message.reply
@@ -433,7 +437,8 @@ class RestartMonitor(SupervisedActor):
             return
         self.restarts += 1
         record["restart_count"] += 1
-        record["retries"] += 1
+        if not record.pop("revived", False):
+            record["retries"] += 1
         record["restarts_ns"].append(msg.started_at_ns)
         record["started_at_ns"] = msg.started_at_ns
         record["next_restart_at_ns"] = 0

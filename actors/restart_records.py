@@ -28,12 +28,15 @@ from typing import Any
 
 import lmdb
 
+from actors.restart_policy import desired_state
 from actors.store import Store, ns_key
 from wire.codec import pack, unpack
+from wire.errors import InvalidArgument
 
 __all__ = [
     "LAST_EXITS",
     "delete_restart",
+    "desired_of",
     "get_restart",
     "list_restarts",
     "new_restart",
@@ -42,6 +45,16 @@ __all__ = [
 
 LAST_EXITS = 10
 _RECENT_RESTARTS = 1000  # enough for any intensity limit the labels allow over a day
+
+
+def desired_of(labels: dict[str, str], record: dict[str, Any] | None) -> str:
+    """The desired state: ``stopped`` if a Kill asked for it (the record) or the labels say so."""
+    if record is not None and record["desired"] == "stopped":
+        return "stopped"
+    try:
+        return desired_state(labels)
+    except InvalidArgument:
+        return "running"  # stored before labels were checked; ignored as the monitor does
 
 
 def new_restart() -> dict[str, Any]:

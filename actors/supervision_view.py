@@ -8,7 +8,7 @@ from typing import Any
 import lmdb
 
 from actors.restart_policy import policy_from_labels
-from actors.restart_records import get_restart
+from actors.restart_records import desired_of, get_restart
 from actors.store import Store, ns_key
 from wire.codec import timestamp_or_nil, unpack
 from wire.errors import InvalidArgument
@@ -72,7 +72,7 @@ def supervision_view(
     return {
         "container_id": cid,
         "policy": _policy_name(labels),
-        "desired": record.get("desired", "running"),
+        "desired": desired_of(labels, record or None),
         "state": state,
         "reason": record.get("reason", ""),
         "restart_count": record.get("restart_count", 0),

@@ -43,7 +43,7 @@ from actors.task_state import TaskState, TaskStatus
 from runtime.checkpoint import store_checkpoint
 from runtime.shim_client import read_exits
 from wire.codec import pack, timestamp_or_nil
-from wire.errors import BerthError, NotFound, Unavailable
+from wire.errors import BerthError, FailedPrecondition, NotFound, Unavailable
 from wire.reply import Reply
 
 __all__ = [
@@ -259,6 +259,12 @@ class TaskActor(SupervisedActor):
     def _op(self, message: TaskOp) -> None:
         try:
             if self.handle.ended:
+                hooks = self.host.supervision
+                # Deleted by a restart under way: the stop is recorded, so no start.
+                s = self.state
+                if message.op == "kill" and hooks and hooks.before_kill(s.ns, s.container_id):
+                    message.reply.ok({})
+                    return
                 raise NotFound(f"{self.state.owner}: not found")
             handler = getattr(self, f"_op_{message.op}")
             handler(message.args, message.reply)
@@ -308,7 +314,7 @@ class TaskActor(SupervisedActor):
     def _op_start(self, args: dict[str, Any], reply: Reply) -> None:
         self.state.check_startable()
         hooks = self.host.supervision
-        if hooks is not None:
+        if hooks is not None and not args.get("restart"):  # a restart's start changes no wish
             hooks.before_start(self.state.ns, self.state.container_id)
         self._call("start")
         self.state.started()
@@ -332,7 +338,7 @@ class TaskActor(SupervisedActor):
             self.state.check_live()
         try:
             self._call("kill", signal=args["signal"] or 15, all=args["all"], pid=pid)
-        except NotFound:
+        except (NotFound, FailedPrecondition):
             if not supervised:
                 raise
             # It exited as the kill went out (its exit is on its way): stopped, as asked.

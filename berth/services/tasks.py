@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.containers import ContainerActors
 from actors.events import Subscribe
+from actors.restart_records import get_restart
 from actors.snapshot_records import snapshot_mounts
 from actors.store import Store, ns_key, ns_prefix
 from actors.supervision import Directory
@@ -195,6 +196,12 @@ class TasksService:
         )
         self.actors.tell(request.ns, cid, message)
 
+    def _restarting(self, ns: str, cid: str) -> bool:
+        """Whether a restart is pending or under way (its task may be between delete and create)."""
+        with self.store.read() as txn:
+            record = get_restart(txn, self.store, ns, cid)
+        return record is not None and record["state"] == "BACKOFF"
+
     def _snapshot_mounts(self, txn: Any, ns: str, key: str, cid: str) -> Mounts:
         """The mounts of the container's rootfs snapshot (NotFound naming both)."""
         try:
@@ -221,7 +228,8 @@ class TasksService:
                 process = load_process(spec["value"], owner=owner)
                 process["terminal"] = body["terminal"]
                 body["process"] = json.dumps(process).encode()
-            self._record(request.ns, cid)  # NotFound without starting an actor
+            if op != "kill" or not self._restarting(request.ns, cid):
+                self._record(request.ns, cid)  # NotFound without starting an actor
             self.actors.tell(request.ns, cid, TaskOp(op, body, request.reply))
 
         handle.__name__ = op

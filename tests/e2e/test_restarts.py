@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -367,5 +368,94 @@ def test_failures_inside_the_start_period_leave_it_starting(
         wait_health(client, cid, "unhealthy", timeout=10)
         client.tasks.kill(cid, signal.SIGKILL)
         wait_status(client, cid, "STOPPED")
+        client.tasks.delete(cid)
+        client.containers.delete(cid)
+
+
+EXITS = {
+    "0": ["sh", "-c", "sleep 0.2; exit 0"],
+    "1": ["sh", "-c", "sleep 0.2; exit 1"],
+    "137": ["sh", "-c", "sleep 0.2; kill -9 $$"],
+    "oom": ["sh", "-c", 'sleep 0.2; a=x; while :; do a="$a$a"; done'],
+}
+RESTARTS = {  # policy -> the exits it restarts
+    "no": set(),
+    "always": {"0", "1", "137", "oom"},
+    "unless-stopped": {"0", "1", "137", "oom"},
+    "on-failure:1": {"1", "137", "oom"},
+}
+
+
+def test_each_policy_against_exits_0_1_137_and_oom(berthd: Berthd, busybox_rootfs: Path) -> None:
+    cases = {}
+    with berthd.client() as client:
+        for policy in RESTARTS:
+            for name, args in EXITS.items():
+                cid = berthd.new_id(f"rs-m-{policy.split(':')[0]}-{name}")
+                # No pid namespace: a kill -9 of the init then takes effect, as on the host.
+                spec = make_spec(busybox_rootfs, args, pid_ns=False)
+                limit = 16 * 1024 * 1024
+                spec["linux"]["resources"] = {"memory": {"limit": limit, "swap": limit}}
+                client.containers.create(cid, spec=spec, labels={POLICY: policy, **FAST})
+                client.tasks.create(cid)
+                client.tasks.start(cid)
+                cases[cid] = (policy, name)
+        deadline = time.monotonic() + WAIT
+        pending = dict(cases)
+        while pending and time.monotonic() < deadline:
+            for cid, (policy, name) in list(pending.items()):
+                view = supervision(client, cid)
+                if policy == "no":
+                    # Not supervised: nothing is recorded, the task just stops.
+                    if view["state"] == "STOPPED" and view["last_exits"] == []:
+                        del pending[cid]
+                    continue
+                if not view["last_exits"]:
+                    continue
+                if name in RESTARTS[policy]:
+                    if view["restart_count"] >= 1:
+                        del pending[cid]
+                elif view["state"] in ("STOPPED", "FAILED"):
+                    del pending[cid]
+            time.sleep(0.1)
+        assert pending == {}, pending
+        time.sleep(0.5)  # ten first backoff steps: a wrong restart would have come
+        for cid, (policy, name) in cases.items():
+            view = supervision(client, cid)
+            if policy == "no":
+                task = client.tasks.info(cid)
+                assert view["restart_count"] == 0 and task["status"] == "STOPPED", (cid, view)
+                continue
+            first = view["last_exits"][0]
+            expected = {"0": 0, "1": 1, "137": 137, "oom": 137}[name]
+            assert first["exit_status"] == expected, (cid, view)
+            assert first["oom"] == (name == "oom"), (cid, view)
+            restarted = view["restart_count"] >= 1
+            assert restarted == (name in RESTARTS[policy]), (cid, policy, name, view)
+        for cid, (policy, _) in cases.items():
+            if policy != "no":  # an unsupervised task that exited has nothing to kill
+                client.tasks.kill(cid, signal.SIGKILL)
+        for cid in cases:
+            # A Kill that came mid-restart leaves no task (the replacement is not made).
+            with contextlib.suppress(berth.NotFound):
+                wait_status(client, cid, "STOPPED")
+                client.tasks.delete(cid)
+            client.containers.delete(cid)
+
+
+def test_an_exit_code_listed_never_on_exit_is_not_restarted(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    cid = berthd.new_id("rs-never")
+    labels = {POLICY: "always", "berth.io/restart.never-on-exit": "3,4", **FAST}
+    with berthd.client() as client:
+        supervised(client, cid, busybox_rootfs, ["sh", "-c", "exit 3"], labels)
+        view = wait_supervision(client, cid, "STOPPED")
+        deadline = time.monotonic() + WAIT
+        while not view["last_exits"] and time.monotonic() < deadline:
+            view = supervision(client, cid)
+        time.sleep(0.5)
+        view = supervision(client, cid)
+        assert view["restart_count"] == 0 and "never restarts" in view["reason"], view
         client.tasks.delete(cid)
         client.containers.delete(cid)
