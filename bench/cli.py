@@ -32,6 +32,7 @@ from bench import (
     images,
     mixed,
     progress,
+    restarts,
     tasks,
 )
 from bench.load import CLIENT_SHAPES, Load, RunOptions
@@ -113,6 +114,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "A weighted mix of container, task, exec and snapshot calls at once",
         mixed.add_arguments,
         mixed.run,
+    ),
+    Scenario(
+        "restarts",
+        "Supervision: crash -> replacement task running beside Docker and containerd's restart"
+        " monitor; daemon CPU per restart; health-check overhead",
+        restarts.add_arguments,
+        restarts.run,
     ),
     Scenario(
         "images",
