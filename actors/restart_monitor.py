@@ -56,7 +56,7 @@ from wire.errors import BerthError, InvalidArgument, NotFound, Unavailable
 if TYPE_CHECKING:
     from actors.containers import ContainerActors
 
-__all__ = ["Reconsider", "RestartMonitor", "SupervisionHooks", "TaskExited"]
+__all__ = ["Reconciled", "Reconsider", "RestartMonitor", "SupervisionHooks", "TaskExited"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ class TaskExited:
     exit_status: int
     exited_at_ns: int
     oom: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """The start-up reconcile is done: every task left running is adopted; resume schedules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,7 @@ class RestartMonitor(SupervisedActor):
         me = self.actor_ref
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="restart")
         self._timers = Timers(me.tell, "restart-timers")
-        self._resume()
+        # Schedules resume on Reconciled: a restart must find its old task adopted.
 
     def on_stop(self) -> None:
         if self._timers is not None:
@@ -215,6 +220,8 @@ class RestartMonitor(SupervisedActor):
             self._due(message)
         elif isinstance(message, _Restarted):
             self._restarted(message)
+        elif isinstance(message, Reconciled):
+            self._resume()
         elif isinstance(message, ForceRestart):
             self._forced.add((message.ns, message.container_id))
         elif isinstance(message, Reconsider):

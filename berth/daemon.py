@@ -35,7 +35,7 @@ from actors.leases import Leases
 from actors.metadata import MetadataActor, TrimEvents
 from actors.reader import ReaderActor
 from actors.reconcile import reconcile_tasks
-from actors.restart_monitor import RestartMonitor, SupervisionHooks
+from actors.restart_monitor import Reconciled, RestartMonitor, SupervisionHooks
 from actors.shim_events import ShimEvents
 from actors.snapshot_records import recorded_ids
 from actors.snapshots import SnapshotActor
@@ -175,6 +175,7 @@ class Daemon:
         adopted = reconcile_tasks(store, self.containers)
         if adopted:
             log.info("reconciled %d task(s) left by the previous daemon", adopted)
+        self.directory.tell("restarts", Reconciled())
         self._stopped = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._reaper.start()

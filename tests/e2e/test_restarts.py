@@ -464,3 +464,51 @@ def test_an_exit_code_listed_never_on_exit_is_not_restarted(
         assert view["restart_count"] == 0 and "never restarts" in view["reason"], view
         client.tasks.delete(cid)
         client.containers.delete(cid)
+
+
+def test_crash_loops_resume_after_a_sigkilled_daemon_and_always_comes_back_from_a_stop(
+    berthd: Berthd, busybox_rootfs: Path
+) -> None:
+    loops = [berthd.new_id("rs-loop") for _ in range(4)]
+    always, unless = berthd.new_id("rs-always-stopped"), berthd.new_id("rs-unless-stopped")
+    slow = {"berth.io/restart.backoff-base": "200ms", "berth.io/restart.backoff-max": "400ms"}
+    with berthd.client() as client:
+        for cid in loops:
+            supervised(
+                client, cid, busybox_rootfs, ["sh", "-c", "exit 2"], {POLICY: "always", **slow}
+            )
+        for cid, policy in ((always, "always"), (unless, "unless-stopped")):
+            supervised(client, cid, busybox_rootfs, ["sleep", "600"], {POLICY: policy, **FAST})
+            client.tasks.kill(cid, signal.SIGKILL)
+            wait_status(client, cid, "STOPPED")
+        deadline = time.monotonic() + WAIT
+        while min(supervision(client, c)["restart_count"] for c in loops) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        before = {c: supervision(client, c)["restart_count"] for c in loops}
+    berthd.d.kill()
+    berthd.d.start()
+    with berthd.client() as client:
+        deadline = time.monotonic() + WAIT
+        while any(supervision(client, c)["restart_count"] < before[c] + 2 for c in loops):
+            assert time.monotonic() < deadline, {c: supervision(client, c) for c in loops}
+            time.sleep(0.1)
+        for cid in loops:
+            view = supervision(client, cid)
+            assert view["restart_count"] >= before[cid] + 2  # counted on, not from zero
+            # 255: a restart the kill cut short failed once on what it left (and was retried).
+            assert {e["exit_status"] for e in view["last_exits"]} <= {2, 255}, view
+            assert view["last_exits"][-1]["exit_status"] == 2, view
+        # Docker's rule: a daemon start brings back an always container stopped by hand.
+        assert wait_status(client, always, "RUNNING")["status"] == "RUNNING"
+        assert supervision(client, always)["desired"] == "running"
+        view = supervision(client, unless)
+        assert view["desired"] == "stopped" and view["restart_count"] == 0
+        assert client.tasks.info(unless)["status"] == "STOPPED"
+        for cid in [*loops, always, unless]:
+            client.tasks.kill(cid, signal.SIGKILL)
+        for cid in [*loops, always, unless]:
+            with contextlib.suppress(berth.NotFound):
+                wait_status(client, cid, "STOPPED")
+                client.tasks.delete(cid)
+            client.containers.delete(cid)
