@@ -42,6 +42,7 @@ __all__ = [
     "PROGRESS_SECONDS",
     "Committed",
     "EventBus",
+    "Listeners",
     "Subscribe",
     "Trimmed",
 ]
@@ -127,14 +128,37 @@ def _task_event(event: LoggedEvent) -> bytes:
 _LEGACY_TOPICS = frozenset(TASK_TOPICS.values())
 
 
+class Listeners:
+    """Whether the bus has subscribers: the metadata actor's commits tell it only then.
+
+    Shared by the bus (which sets it) and the publisher (which reads it
+    after each commit). With no subscriber the bus is not woken for every
+    commit; the first subscriber makes it read the latest seq from the log
+    (after setting the flag, so no commit falls between) and start its
+    memory of recent events afresh.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = False
+
+
 class EventBus(SupervisedActor):
     """Serves every event stream from the log; one actor, so positions need no lock."""
 
     name = "events"
 
-    def __init__(self, supervisor: pykka.ActorRef[Any] | None, store: Store) -> None:
+    def __init__(
+        self,
+        supervisor: pykka.ActorRef[Any] | None,
+        store: Store,
+        listeners: Listeners | None = None,
+    ) -> None:
         super().__init__(supervisor)
         self.store = store
+        # None: told of every commit (tests, and daemons that always publish).
+        self.listeners = listeners
         with store.read() as txn:
             self._latest = store.log.latest(txn)
         self._recent: collections.deque[LoggedEvent] = collections.deque(maxlen=_RECENT)
@@ -185,7 +209,25 @@ class EventBus(SupervisedActor):
 
     # subscribing
 
+    def _wake(self) -> None:
+        """The first subscriber since the bus went quiet: catch up with the log."""
+        listeners = self.listeners
+        if listeners is None or listeners.active:
+            return
+        listeners.active = True  # first: a commit after this tells the bus
+        with self.store.read() as txn:
+            latest = self.store.log.latest(txn)
+        if latest > self._latest:
+            self._latest = latest
+            self._recent.clear()  # it missed events: what it holds would have a gap
+
+    def _forget(self, sub_id: int) -> None:
+        del self._subs[sub_id]
+        if not self._subs and self.listeners is not None:
+            self.listeners.active = False
+
     def _subscribe(self, message: Subscribe) -> None:
+        self._wake()
         reply = message.reply
         after = message.after_seq
         if after is None:
@@ -231,7 +273,7 @@ class EventBus(SupervisedActor):
         """Send ``sub`` what lies past its position, while its window is open."""
         reply = sub.reply
         if reply.cancelled or reply.done:
-            del self._subs[sub_id]
+            self._forget(sub_id)
             return
         scanned = 0
         while sub.position < self._latest:
@@ -242,7 +284,7 @@ class EventBus(SupervisedActor):
                 sub.position, FRAME_EVENTS if sub.filter.is_empty else FRAME_EVENTS * 4
             )
             if events is None:
-                del self._subs[sub_id]
+                self._forget(sub_id)
                 reply.fail(
                     OutOfRange(
                         f"subscription at seq {sub.position}: the log was trimmed past it "
@@ -333,7 +375,7 @@ class EventBus(SupervisedActor):
         now = time.monotonic()
         for sub_id, sub in list(self._subs.items()):
             if sub.reply.cancelled or sub.reply.done:
-                del self._subs[sub_id]
+                self._forget(sub_id)
                 continue
             if sub.task_ns is not None or sub.waiting or sub.pumping:
                 continue

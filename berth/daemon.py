@@ -27,7 +27,7 @@ from setproctitle import setproctitle
 from actors.containers import ContainerActors
 from actors.content_reader import ContentReader
 from actors.event_log import LoggedEvent
-from actors.events import Committed, EventBus, Trimmed
+from actors.events import Committed, EventBus, Listeners, Trimmed
 from actors.gc import Collect, Collector, Sweep
 from actors.health_monitor import HealthBoard, HealthMonitor
 from actors.importer import ImportActor, clear_scratch
@@ -123,13 +123,16 @@ class Daemon:
             with contextlib.suppress(Unavailable):
                 directory.tell("gc", Sweep())
 
+        listeners = Listeners()
+
         def publish(events: list[LoggedEvent]) -> None:
-            # After each commit, in the metadata actor's thread.
-            with contextlib.suppress(Unavailable):
-                directory.tell("events", Committed(events))
+            # After each commit, in the metadata actor's thread; only to a bus with subscribers.
+            if listeners.active:
+                with contextlib.suppress(Unavailable):
+                    directory.tell("events", Committed(events))
 
         # The bus first: it reads the log's latest seq before anything commits.
-        self._start_child("events", lambda sup: EventBus.start(sup, store))
+        self._start_child("events", lambda sup: EventBus.start(sup, store, listeners))
 
         def trimmed(upto: int) -> None:
             with contextlib.suppress(Unavailable):
