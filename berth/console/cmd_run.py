@@ -9,7 +9,7 @@ from typing import Any
 from berth.client import Client
 from berth.console.commands import Arg, Command, UsageError, arg
 from berth.console.context import Context
-from berth.console.image_spec import build_spec, image_config, parse_pairs
+from berth.console.image_spec import build_spec, image_config, parse_pairs, resolve_image
 from berth.console.launch import discard_task, start_task
 from berth.console.supervision_args import (
     SUPERVISION_ARGS,
@@ -46,18 +46,19 @@ def container_labels(args: argparse.Namespace, prog: str) -> dict[str, str]:
 
 
 def create_from_image(ctx: Context, args: argparse.Namespace, labels: dict[str, str]) -> None:
-    """Create container ``ID`` from ``IMAGE``: its spec from the image's config."""
+    """Create container ``ID`` from ``IMAGE`` (normalised): its spec from the image's config."""
     refuse_existing(ctx.client, args.id)
-    config = image_config(ctx.client, args.image)
+    image = resolve_image(ctx.client, args.image)  # busybox -> docker.io/library/busybox:latest
+    config = image_config(ctx.client, image)
     spec = build_spec(
         config,
         args.command,
         env=parse_pairs(args.env, "env"),
         cwd=args.cwd,
         terminal=args.tty,
-        image=args.image,
+        image=image,
     )
-    create_on_snapshot(ctx.client, args.id, args.image, spec, labels)
+    create_on_snapshot(ctx.client, args.id, image, spec, labels)
 
 
 def refuse_existing(client: Client, container_id: str) -> None:
@@ -95,7 +96,8 @@ def run(ctx: Context, args: argparse.Namespace) -> int:
     container ID on it, creates and starts its task with this terminal's
     stdin, stdout and stderr attached, and exits with the task's exit
     status after deleting the task. CMD defaults to the image's command;
-    the image's environment and working directory apply.
+    the image's environment and working directory apply. IMAGE is
+    normalised as Docker does: busybox is docker.io/library/busybox:latest.
 
     Ctrl-C sends SIGINT to the task (a second Ctrl-C, SIGKILL). With -t the
     terminal is in raw mode, so keys, Ctrl-C included, go to the task's

@@ -9,6 +9,7 @@ from typing import Any
 
 from berth.console.commands import Command, arg
 from berth.console.context import Context
+from berth.console.image_spec import resolve_image
 from berth.console.render import (
     details,
     error_line,
@@ -43,7 +44,9 @@ def images_import(ctx: Context, args: argparse.Namespace) -> None:
 
     The daemon reads PATH on its own host (this one, over an ipc socket);
     a relative PATH is taken from the current directory. --name names the
-    image when the archive holds exactly one.
+    image when the archive holds exactly one. Names are recorded normalised,
+    as `ctr images import` records them: busybox:latest is
+    docker.io/library/busybox:latest.
 
     example:
       berth images import --name busybox:latest busybox.tar
@@ -74,8 +77,16 @@ def _each(ctx: Context, items: Iterable[str], action: Callable[[str], object]) -
 
 
 def images_rm(ctx: Context, args: argparse.Namespace) -> int:
-    """Delete images; what only they used is then garbage-collected."""
-    return _each(ctx, args.names, ctx.client.images.delete)
+    """Delete images; what only they used is then garbage-collected.
+
+    A NAME is normalised as Docker does: busybox is
+    docker.io/library/busybox:latest.
+    """
+
+    def delete(name: str) -> None:
+        ctx.client.images.delete(resolve_image(ctx.client, name))
+
+    return _each(ctx, args.names, delete)
 
 
 def _snapshot_infos(ctx: Context) -> list[dict[str, Any]]:

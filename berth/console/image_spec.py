@@ -1,5 +1,9 @@
 """The OCI spec of a container made from an image, as ``ctr run`` makes it.
 
+The user's image name is normalised first, as Docker does (``busybox`` is
+the stored ``docker.io/library/busybox:latest``, :mod:`runtime.reference`);
+a stored name that is not a normalised reference is still found as written.
+
 The image's config (``Env``, ``Entrypoint``, ``Cmd``, ``WorkingDir``) is read
 from the content store: image -> target (an index picks this host's
 platform) -> manifest -> config. A daemon that does not serve images or
@@ -17,10 +21,11 @@ from typing import Any
 
 from berth.client import Client
 from berth.console.commands import UsageError
+from runtime.reference import normalize_reference
 from runtime.spec import default_spec
 from wire.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
 
-__all__ = ["ImageConfig", "build_spec", "image_config", "parse_pairs"]
+__all__ = ["ImageConfig", "build_spec", "image_config", "parse_pairs", "resolve_image"]
 
 ImageConfig = Mapping[str, Any]
 
@@ -45,6 +50,33 @@ def parse_pairs(pairs: Iterable[str], what: str) -> dict[str, str]:
             raise UsageError(f"{what} {pair!r}: expected KEY=VALUE")
         out[key] = value
     return out
+
+
+def resolve_image(client: Client, image: str) -> str:
+    """The stored name of the image the user calls ``image``.
+
+    The normalised reference when it is stored, else ``image`` as written
+    when that is (a name given to ``Images/Put``, or recorded before imports
+    normalised names); otherwise the normalised reference, so the daemon's
+    ``NOT_FOUND`` names what was looked for. A name that is no reference and
+    is not stored is :class:`~wire.errors.InvalidArgument` saying why.
+    """
+    try:
+        normal: str | None = normalize_reference(image)
+        problem: InvalidArgument | None = None
+    except InvalidArgument as exc:
+        normal, problem = None, exc
+    for name in dict.fromkeys(n for n in (normal, image) if n):
+        try:
+            client.images.get(name)
+        except NotFound:
+            continue
+        except Unimplemented:
+            break
+        return name
+    if problem is not None:
+        raise problem
+    return normal or image
 
 
 def image_config(client: Client, image: str) -> ImageConfig:
