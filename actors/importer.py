@@ -9,6 +9,10 @@ namespace's hold on every blob, and the images. Until that commit the new
 files are leased, so no sweep takes them; if anything fails they are
 removed before the error is answered, and if the daemon dies instead,
 nothing records them and the next collection removes them.
+
+Images are recorded under normalised references (:mod:`runtime.reference`),
+as ``ctr images import`` records a ``docker save`` archive's ``RepoTags``:
+``busybox:1.36`` is ``docker.io/library/busybox:1.36``.
 """
 
 from __future__ import annotations
@@ -25,16 +29,17 @@ from typing import Any
 import lmdb
 import pykka
 
-from actors.image_records import add_content, check_image_name, put_image
+from actors.image_records import add_content, put_image
 from actors.leases import Lease
 from actors.metadata import transact
 from actors.snapshot_records import COMMITTED, add_snapshot, list_snapshots
 from actors.storage import Storage
 from actors.store import Store
 from actors.supervision import SupervisedActor
-from runtime.image_archive import ArchiveImage, ImageArchive, read_image_archive
+from runtime.image_archive import REF_NAME, ArchiveImage, ImageArchive, read_image_archive
 from runtime.layers import apply_layer
 from runtime.mounts import mount_all, unmount_all
+from runtime.reference import normalize_reference
 from wire.codec import pack
 from wire.errors import InvalidArgument
 from wire.reply import Reply
@@ -243,15 +248,37 @@ def clear_scratch(scratch: Path) -> None:
 
 
 def _named_images(archive: ImageArchive, name: str, path: str) -> list[tuple[ArchiveImage, str]]:
-    """The archive's images with the names they are stored under."""
+    """The archive's images with the names they are stored under, normalised.
+
+    A name from the request or the archive is a reference, recorded in its
+    full form (``busybox:1.36`` -> ``docker.io/library/busybox:1.36``), as
+    ``ctr images import`` records ``RepoTags``; a name that is not a
+    reference is InvalidArgument. A bare tag in an OCI ``ref.name``
+    (``latest``) names no repository: that image is unnamed.
+    """
     images = list(archive.images)
     if name:
         if len(images) != 1:
             raise InvalidArgument(
                 f'import "{path}": name is for an archive of one image; this one has {len(images)}'
             )
-        return [(images[0], check_image_name(name))]
-    named = [(image, check_image_name(image.name)) for image in images if image.name]
+        return [(images[0], _normalized(name, path, "name"))]
+    named: dict[str, ArchiveImage] = {}  # a later image of the same name replaces it, as on disk
+    for image in images:
+        if image.name and not _bare_tag(image):
+            named[_normalized(image.name, path, image.name_from)] = image
     if not named:
         raise InvalidArgument(f'import "{path}": the archive names no image; give a name')
-    return named
+    return [(image, image_name) for image_name, image in named.items()]
+
+
+def _bare_tag(image: ArchiveImage) -> bool:
+    """An OCI ``ref.name`` that is only a tag: no ``/``, ``:`` or ``@`` (containerd's test)."""
+    return image.name_from == REF_NAME and not any(c in (image.name or "") for c in "/:@")
+
+
+def _normalized(name: str, path: str, source: str) -> str:
+    try:
+        return normalize_reference(name)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f'import "{path}": {source}: {exc}') from None

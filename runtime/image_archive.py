@@ -14,13 +14,12 @@ A manifest is taken as is; a nested index gives the manifest of the
 requested platform (the host's by default) and stays the image's target, as
 in containerd. The name is the descriptor's ``io.containerd.image.name``
 annotation, else its ``org.opencontainers.image.ref.name``, which may be a
-bare tag such as ``latest``: it is kept as written, and the caller decides
-what it means (containerd's ``ctr import --base-name``).
+bare tag such as ``latest`` (``ArchiveImage.name_from`` says which).
 
 docker save: ``manifest.json`` lists ``{Config, RepoTags, Layers}``; each
-repo tag is an image (an entry without tags, one unnamed image), its names
-as written (containerd would normalise ``busybox:latest`` to
-``docker.io/library/busybox:latest``: the caller's choice). The manifest is
+repo tag is an image (an entry without tags, one unnamed image). Names are
+returned as written; the importer normalises them (``busybox:latest`` is
+``docker.io/library/busybox:latest``, :mod:`runtime.reference`). The manifest is
 synthesised as containerd does: Docker schema 2 media types, the layer type
 by the layer's gzip magic, digest and size computed.
 
@@ -48,6 +47,7 @@ from runtime.tar_stream import GZIP_MAGIC
 from wire.errors import InvalidArgument, NotFound
 
 __all__ = [
+    "REF_NAME",
     "ArchiveImage",
     "ArchiveLayer",
     "Blob",
@@ -71,7 +71,8 @@ CONFIG_TYPES = {OCI_CONFIG, DOCKER_CONFIG}
 # media type -> compressed?
 LAYER_TYPES = {OCI_LAYER: False, OCI_LAYER + "+gzip": True,
                DOCKER_LAYER: False, DOCKER_LAYER + ".gzip": True}  # fmt: skip
-NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")
+REF_NAME = "org.opencontainers.image.ref.name"
+NAME_ANNOTATIONS = ("io.containerd.image.name", REF_NAME)
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NAMED_BY_DIGEST = re.compile(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?")
 _CHUNK = 1 << 20
@@ -111,6 +112,7 @@ class ArchiveImage:
     config: Descriptor
     layers: tuple[ArchiveLayer, ...]
     chain_ids: tuple[str, ...]  # the committed snapshots' names, bottom first
+    name_from: str  # where the name was found: an annotation's key, "RepoTags", or ""
 
 
 @dataclass(frozen=True)
@@ -281,8 +283,8 @@ class _Reader:
             desc = _descriptor(desc_obj, f"{what}: descriptor")
             notes = desc_obj.get("annotations")
             notes = notes if isinstance(notes, dict) else {}
-            name = next((n for a in NAME_ANNOTATIONS if isinstance(n := notes.get(a), str)), None)
-            images.append(self._image(name, desc, self._pick(desc, 0)))
+            key = next((a for a in NAME_ANNOTATIONS if isinstance(notes.get(a), str)), "")
+            images.append(self._image(notes.get(key), key, desc, self._pick(desc, 0)))
         return images
 
     def _entries(self, index: dict[str, Any], what: str) -> list[dict[str, Any]]:
@@ -322,7 +324,9 @@ class _Reader:
             and (not variant or not given or given == variant)
         )
 
-    def _image(self, name: str | None, target: Descriptor, desc: Descriptor) -> ArchiveImage:
+    def _image(
+        self, name: str | None, name_from: str, target: Descriptor, desc: Descriptor
+    ) -> ArchiveImage:
         what = f"manifest {desc.digest}"
         manifest = self.json_blob(desc, "manifest", 2)
         if manifest.get("schemaVersion") != 2 or manifest.get("mediaType", desc.media_type) != (
@@ -344,7 +348,7 @@ class _Reader:
         for layer, diff_id in zip(layers, diff_ids, strict=True):
             _check_layer(layer, diff_id)
             self.blob(layer, "layer", 0)
-        return _archive_image(name, target, desc, config, layers, diff_ids)
+        return _archive_image(name, name_from, target, desc, config, layers, diff_ids)
 
     def docker(self) -> list[ArchiveImage]:
         what = f"{self.label}: manifest.json"
@@ -385,7 +389,10 @@ class _Reader:
             tags = entry.get("RepoTags") or [None]
             if not isinstance(tags, list) or not all(isinstance(t, str) or t is None for t in tags):
                 raise InvalidArgument(f"{what}: RepoTags is not a list of names")
-            images += [_archive_image(t, desc, desc, config, layers, diff_ids) for t in tags]
+            images += [
+                _archive_image(t, "RepoTags" if t else "", desc, desc, config, layers, diff_ids)
+                for t in tags
+            ]
         return images
 
     def _docker_layer(self, name: Any, what: str) -> Descriptor:
@@ -423,6 +430,7 @@ def _bytes_opener(data: bytes) -> Callable[[], IO[bytes]]:
 
 def _archive_image(
     name: str | None,
+    name_from: str,
     target: Descriptor,
     manifest: Descriptor,
     config: Descriptor,
@@ -436,4 +444,5 @@ def _archive_image(
         config,
         tuple(ArchiveLayer(d, i) for d, i in zip(layers, diff_ids, strict=True)),
         tuple(chain_ids(diff_ids)),
+        name_from,
     )

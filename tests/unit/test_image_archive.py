@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from runtime.image_archive import chain_ids, read_image_archive
+from actors.importer import _named_images
+from runtime.image_archive import REF_NAME, chain_ids, read_image_archive
 from runtime.layers import apply_layer
 from tests.image_archives import (
     NAME,
@@ -116,13 +117,74 @@ def test_every_blob_reads_back_to_its_digest_and_size_children_first(
 
 def test_a_ref_name_that_is_only_a_tag_is_kept_as_written(tmp_path: Path) -> None:
     built = oci_archive(tmp_path / "a.tar", [busybox_layer()], name="latest")
-    assert read_image_archive(built.path).images[0].name == "latest"
+    image = read_image_archive(built.path).images[0]
+    assert (image.name, image.name_from) == ("latest", REF_NAME)
 
 
 def test_the_containerd_image_name_annotation_wins_over_the_ref_name(tmp_path: Path) -> None:
     notes = {"org.opencontainers.image.ref.name": "1.0", "io.containerd.image.name": NAME}
     built = oci_archive(tmp_path / "a.tar", [busybox_layer()], annotations=notes)
-    assert read_image_archive(built.path).images[0].name == NAME
+    image = read_image_archive(built.path).images[0]
+    assert (image.name, image.name_from) == (NAME, "io.containerd.image.name")
+
+
+# --- the names an import records (actors.importer), normalised ---------------
+
+
+def test_an_import_records_docker_repo_tags_normalised_as_ctr_import_does(
+    tmp_path: Path,
+) -> None:
+    tags = ["busybox:1.36", "user/app", "localhost:5000/a/b:2", "index.docker.io/library/x:1"]
+    built = docker_archive(tmp_path / "d.tar", [busybox_layer()], repo_tags=tags)
+    archive = read_image_archive(built.path)
+    assert [i.name_from for i in archive.images] == ["RepoTags"] * 4
+    assert [n for _, n in _named_images(archive, "", "/d.tar")] == [
+        "docker.io/library/busybox:1.36",
+        "docker.io/user/app:latest",
+        "localhost:5000/a/b:2",
+        "docker.io/library/x:1",
+    ]
+
+
+def test_an_import_records_two_tags_of_one_normalised_name_once(tmp_path: Path) -> None:
+    tags = ["busybox:1", "docker.io/library/busybox:1"]
+    built = docker_archive(tmp_path / "d.tar", [busybox_layer()], repo_tags=tags)
+    named = _named_images(read_image_archive(built.path), "", "/d.tar")
+    assert [n for _, n in named] == ["docker.io/library/busybox:1"]
+
+
+def test_an_import_refuses_a_repo_tag_that_is_no_reference(tmp_path: Path) -> None:
+    built = docker_archive(tmp_path / "d.tar", [busybox_layer()], repo_tags=["ok:1", "Bad:1"])
+    with pytest.raises(InvalidArgument) as caught:
+        _named_images(read_image_archive(built.path), "", "/d.tar")
+    assert str(caught.value) == (
+        'import "/d.tar": RepoTags: reference "Bad:1": repository name must be lowercase'
+    )
+
+
+def test_an_import_normalises_the_requested_name_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    archive = read_image_archive(oci_archive(tmp_path / "a.tar", [busybox_layer()]).path)
+    assert _named_images(archive, "mine", "/a.tar")[0][1] == "docker.io/library/mine:latest"
+    with pytest.raises(InvalidArgument, match=r'name: reference "mine:": tag must not be empty'):
+        _named_images(archive, "mine:", "/a.tar")
+
+
+def test_an_import_normalises_oci_names_and_takes_a_bare_ref_name_tag_as_no_name(
+    tmp_path: Path,
+) -> None:
+    full = oci_archive(tmp_path / "f.tar", [busybox_layer()], name="busybox:1")
+    assert _named_images(read_image_archive(full.path), "", "/f.tar")[0][1] == (
+        "docker.io/library/busybox:1"
+    )
+    notes = {"io.containerd.image.name": "busybox"}  # containerd's annotation is a name
+    named = oci_archive(tmp_path / "n.tar", [busybox_layer()], annotations=notes)
+    assert _named_images(read_image_archive(named.path), "", "/n.tar")[0][1] == (
+        "docker.io/library/busybox:latest"
+    )
+    bare = read_image_archive(oci_archive(tmp_path / "b.tar", [busybox_layer()], name="1.0").path)
+    with pytest.raises(InvalidArgument, match="names no image; give a name"):
+        _named_images(bare, "", "/b.tar")
+    assert _named_images(bare, "busybox:1.0", "/b.tar")[0][1] == "docker.io/library/busybox:1.0"
 
 
 def test_images_without_names_are_listed_unnamed(tmp_path: Path) -> None:
