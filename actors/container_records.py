@@ -15,6 +15,7 @@ import msgpack
 
 from actors.namespace_records import note_namespace
 from actors.restart_policy import check_labels
+from actors.restart_records import delete_restart
 from actors.snapshot_records import release_snapshot
 from actors.store import Store, ns_key, snapref_key
 from wire.codec import pack, unpack
@@ -132,7 +133,7 @@ def delete_container(txn: lmdb.Transaction, store: Store, ns: str, container_id:
     if raw is None:
         raise NotFound(f'container "{container_id}": not found')
     store.log.append(txn, ns, "/containers/delete", container_id, {"id": container_id})
-    txn.delete(key, db=store.restarts)  # a pending restart dies with its container
+    delete_restart(txn, store, ns, container_id)  # a pending restart dies with its container
     return _unref(txn, store, ns, unpack(bytes(raw)))
 
 
